@@ -1,0 +1,1 @@
+"""DRSA concept explanations for Zennit, Captum and scikit-learn."""
