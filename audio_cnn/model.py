@@ -140,7 +140,9 @@ class AudioCNNConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown AudioCNN config keys {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown AudioCNN config keys {sorted(unknown)}; known: {sorted(known)}"
+            )
         return cls(**dict(data))
 
 

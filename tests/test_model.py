@@ -48,8 +48,12 @@ def test_no_inplace_relu_and_no_module_reuse():
     model = AudioCNN.preset("gtzan", batch_norm=True, convs_per_block=2).eval()
     assert not any(getattr(m, "inplace", False) for m in model.modules())
     calls: dict[str, int] = {}
+
+    def count(name):
+        return lambda module, inputs, output: calls.__setitem__(name, calls.get(name, 0) + 1)
+
     handles = [
-        module.register_forward_hook(lambda m, i, o, n=name: calls.__setitem__(n, calls.get(n, 0) + 1))
+        module.register_forward_hook(count(name))
         for name, module in model.named_modules()
         if not list(module.children())
     ]

@@ -1,0 +1,173 @@
+"""The ``audio-cnn`` command: synthesise the toy task, train, evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+# Flags that map one-to-one onto TrainConfig fields (flag name → field name).
+_TRAIN_FLAGS = {
+    "epochs": int,
+    "batch_size": int,
+    "optimizer": str,
+    "lr": float,
+    "weight_decay": float,
+    "scheduler": str,
+    "patience": int,
+    "seed": int,
+    "max_minutes": float,
+    "num_workers": int,
+    "device": str,
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audio-cnn",
+        description="Train and evaluate the audio CNN that zennit-drsa explains.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser("synth", help="write the synthetic toy task as a WAV folder")
+    synth.add_argument("directory", type=Path)
+    synth.add_argument("--clips-per-class", type=int, default=2000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--no-progress", action="store_true")
+
+    train = commands.add_parser("train", help="train a model on an audio folder")
+    train.add_argument("data", type=Path, help="synthetic, GTZAN or folder-per-class dataset")
+    train.add_argument("--out", type=Path, required=True, help="run directory to write")
+    train.add_argument("--preset", choices=("toy", "gtzan"), help="default: from the data")
+    train.add_argument("--config", type=Path, help="JSON file of training settings")
+    train.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    train.add_argument("--augment", action="store_true", help="default waveform augmentation")
+    train.add_argument("--no-spec-augment", action="store_true")
+    train.add_argument("--cache-dir", type=Path, help="decoded-audio cache (default RUN/cache)")
+    train.add_argument("--no-progress", action="store_true")
+    for flag, kind in _TRAIN_FLAGS.items():
+        train.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained run on a split")
+    evaluate.add_argument("run", type=Path)
+    evaluate.add_argument("data", type=Path)
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    evaluate.add_argument("--device")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--no-progress", action="store_true")
+
+    predict = commands.add_parser("predict", help="classify audio files with a trained run")
+    predict.add_argument("run", type=Path)
+    predict.add_argument("files", type=Path, nargs="+")
+    predict.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    predict.add_argument("--device")
+    predict.add_argument("--json", action="store_true")
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from audio_cnn.augment import DEFAULT_AUGMENTATION
+    from audio_cnn.train import TrainConfig
+
+    settings: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            settings = json.loads(args.config.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read training config {args.config}: {error}") from error
+        if not isinstance(settings, dict):
+            raise ValueError(f"{args.config} must hold a JSON object of training settings")
+    settings.update({k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None})
+    if args.augment:
+        settings["augmentation"] = DEFAULT_AUGMENTATION
+    if args.no_spec_augment:
+        settings["spec_augment"] = False
+    return TrainConfig.from_dict(settings)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "synth":
+        from audio_cnn.synthetic import SyntheticTask, write_synthetic_dataset
+
+        root = write_synthetic_dataset(
+            args.directory,
+            SyntheticTask.toy(seed=args.seed),
+            clips_per_class=args.clips_per_class,
+            progress=not args.no_progress,
+        )
+        print(f"wrote the toy task to {root}")
+    elif args.command == "train":
+        from audio_cnn.train import train
+
+        result = train(
+            args.data,
+            args.out,
+            preset=args.preset,
+            config=_train_config(args),
+            resume=args.resume,
+            cache_dir=args.cache_dir,
+            progress=not args.no_progress,
+        )
+        best = result.best_metrics
+        print(
+            f"trained {result.epochs_run} epochs; best epoch {result.best_epoch}: validation "
+            f"clip accuracy {best['clip_accuracy']:.4f}, loss {best['loss']:.4f}; "
+            f"run in {result.run_dir}"
+        )
+    elif args.command == "evaluate":
+        from audio_cnn.evaluate import evaluate
+
+        metrics = evaluate(
+            args.run,
+            args.data,
+            split=args.split,
+            which=args.checkpoint,
+            device=args.device,
+            progress=not (args.no_progress or args.json),
+        )
+        if args.json:
+            print(json.dumps(metrics, indent=2))
+        else:
+            print(
+                f"{args.split}: accuracy {metrics['accuracy']:.4f} (clips), "
+                f"{metrics['chunk_accuracy']:.4f} (chunks), balanced "
+                f"{metrics['balanced_accuracy']:.4f}"
+            )
+            for name, value in metrics["per_class_accuracy"].items():
+                print(f"  {name:>12}: {'n/a' if value is None else f'{value:.4f}'}")
+    elif args.command == "predict":
+        from audio_cnn.inference import predict_files
+
+        predictions = predict_files(args.run, args.files, which=args.checkpoint, device=args.device)
+        if args.json:
+            print(json.dumps(predictions, indent=2))
+        else:
+            for item in predictions:
+                print(f"{item['file']}: {item['class']} (p = {item['probability']:.3f})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``audio-cnn``; returns the process exit status."""
+    args = _build_parser().parse_args(argv)
+    from audio_cnn.audio_io import AudioDecodeError
+    from audio_cnn.train import TrainingDivergedError
+
+    try:
+        return _run(args)
+    except (ValueError, OSError, AudioDecodeError, TrainingDivergedError) as error:
+        print(f"audio-cnn {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; resume training with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

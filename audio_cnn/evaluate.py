@@ -1,0 +1,114 @@
+"""Evaluate a trained run on a split of an audio dataset: metrics as JSON and figures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from audio_cnn._atomic import write_text_atomic
+from audio_cnn.audio_io import DecodedAudioCache
+from audio_cnn.checkpoint import load_run
+from audio_cnn.chunks import EvenChunkDataset
+from audio_cnn.dataset_dirs import open_dataset_dir
+from audio_cnn.figures import plot_confusion_matrix
+from audio_cnn.inference import predict_chunks
+from audio_cnn.metrics import classification_metrics
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    run: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    which: str = "best",
+    out_dir: str | os.PathLike[str] | None = None,
+    n_chunks: int | None = None,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a trained run on one split at chunk and clip level.
+
+    Parameters
+    ----------
+    run:
+        Run directory written by :func:`audio_cnn.train`.
+    data_dir:
+        The dataset directory (same layout rules as training).
+    split:
+        ``"train"``, ``"val"`` or ``"test"``.
+    which:
+        ``"best"`` or ``"last"`` checkpoint.
+    out_dir:
+        Where ``metrics.json`` and the confusion-matrix PNGs go; default
+        ``run/evaluation/<split>``.
+    n_chunks:
+        Evenly spaced chunks per clip; default the run's training setting (8 of the first 29 s).
+
+    Returns
+    -------
+    A JSON-safe dictionary: ``accuracy`` and ``balanced_accuracy`` (clip level: mean logit over
+    a clip's chunks), ``per_class_accuracy``, ``chunk_accuracy``, the full ``chunk`` and
+    ``clip`` sections of :func:`audio_cnn.metrics.classification_metrics`, the ``split``,
+    the checkpoint used and the number of unreadable files skipped.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    trained = load_run(run, which=which, device=device)
+    dataset = open_dataset_dir(data_dir)
+    if dataset.class_names != trained.class_names:
+        raise ValueError(
+            f"{data_dir} has classes {dataset.class_names} but the run was trained on "
+            f"{trained.class_names}"
+        )
+    if split not in dataset.splits:
+        raise ValueError(f"unknown split {split!r}; available: {sorted(dataset.splits)}")
+    settings = trained.checkpoint.get("run_settings", {}).get("train", {})
+    config = trained.logmel.config
+    cache = DecodedAudioCache(Path(run) / "cache", config.sample_rate)
+    report = cache.prepare([clip.path for clip in dataset.splits[split]], progress=progress)
+    clips = [clip for clip in dataset.splits[split] if clip.path not in report.failed]
+    chunks = EvenChunkDataset(
+        clips,
+        cache,
+        config.chunk_samples,
+        n_chunks=n_chunks or settings.get("eval_chunks", 8),
+        span_seconds=settings.get("eval_span_seconds", 29.0),
+        sample_rate=config.sample_rate,
+        short=settings.get("short_clips", "pad"),
+    )
+    logits, labels, clip_index = predict_chunks(
+        trained.model,
+        trained.logmel,
+        chunks,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
+    metrics = classification_metrics(logits, labels, clip_index, trained.class_names)
+    result = {
+        "accuracy": metrics["clip"]["accuracy"],
+        "balanced_accuracy": metrics["clip"]["balanced_accuracy"],
+        "per_class_accuracy": metrics["clip"]["per_class_accuracy"],
+        "chunk_accuracy": metrics["chunk"]["accuracy"],
+        "split": split,
+        "checkpoint": which,
+        "class_names": trained.class_names,
+        "skipped_files": {str(path): reason for path, reason in report.failed.items()},
+        **metrics,
+    }
+    out_dir = Path(out_dir) if out_dir is not None else Path(run) / "evaluation" / split
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2))
+    for level in ("clip", "chunk"):
+        plot_confusion_matrix(
+            metrics[level]["confusion_matrix"],
+            trained.class_names,
+            out_dir / f"confusion_{level}.png",
+            title=f"{split} split, {level} level (accuracy {metrics[level]['accuracy']:.3f})",
+        )
+    return result
