@@ -1,0 +1,434 @@
+"""Patch flipping: how fast removing the most relevant patches destroys the target score.
+
+Standard patch flipping removes the patches of one heatmap in order of decreasing relevance.
+The disentangled variant takes K concept heatmaps of the same input and removes patches
+following every concept's own ranking (``ordering="union"`` or ``"round_robin"``, see
+:func:`patch_flipping`). The x-axis is always the true fraction of the input area removed,
+so curves of a standard map and of K concept maps are comparable; the area under the
+normalised curve (AUPC) summarises a curve, and lower is better.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from zennit_drsa.evaluation._patches import (
+    ORDERINGS,
+    Ordering,
+    PatchGrid,
+    removal_order,
+    step_counts,
+)
+from zennit_drsa.evaluation._stats import mean_sem
+
+__all__ = ["LOG_MEL_FLOOR", "FlippingCurve", "PatchFlippingResult", "patch_flipping"]
+
+LOG_MEL_FLOOR = -4.0
+"""Recommended removal value for log-mel inputs: the clamp floor of ``log10(mel + 1e-7)``.
+
+It stands for silence. Never remove with 0 on log10 inputs: 0 means a mel energy of 1,
+which is loud, so "removed" patches would inject evidence instead of deleting it.
+"""
+
+Score = Literal["logit", "relu_logit"]
+SCORES: tuple[str, ...] = ("logit", "relu_logit")
+
+
+@dataclass(frozen=True)
+class FlippingCurve:
+    """The raw perturbation curve of one input, one point per evaluated step.
+
+    Attributes
+    ----------
+    n_removed:
+        ``(n_steps + 1,)`` patches removed so far, starting at 0 (the unperturbed input).
+    fractions:
+        ``(n_steps + 1,)`` true fraction of the input area removed, from 0 to 1.
+    scores:
+        ``(n_steps + 1,)`` target score ``f`` of the perturbed input (not normalised).
+    """
+
+    n_removed: np.ndarray
+    fractions: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class PatchFlippingResult:
+    """Patch-flipping curves and AUPCs of a batch of inputs.
+
+    Inputs with ``f(x_0) <= 0`` cannot be normalised (the ratio flips sign or is undefined):
+    they are marked invalid, their ``normalized`` row and ``aupc`` are NaN, and they are
+    counted in :attr:`n_excluded`; their unnormalised AUPC is still reported.
+
+    Attributes
+    ----------
+    fractions:
+        ``(n_points,)`` common grid of removed-area fractions, 0 … 1.
+    scores:
+        ``(B, n_points)`` scores interpolated (linearly) onto ``fractions``.
+    normalized:
+        ``(B, n_points)`` ``scores / f(x_0)``; NaN rows for invalid inputs.
+    aupc:
+        ``(B,)`` area under the normalised curve, trapezoid rule on each input's exact
+        fractions (not the grid); NaN for invalid inputs. Lower is better.
+    aupc_unnormalized:
+        ``(B,)`` area under the raw score curve, in score units.
+    initial_scores:
+        ``(B,)`` ``f(x_0)``, the score of the unperturbed input.
+    valid:
+        ``(B,)`` bool, ``f(x_0) > 0``.
+    curves:
+        The raw per-input curves the above are computed from.
+    """
+
+    fractions: np.ndarray
+    scores: np.ndarray
+    normalized: np.ndarray
+    aupc: np.ndarray
+    aupc_unnormalized: np.ndarray
+    initial_scores: np.ndarray
+    valid: np.ndarray
+    curves: tuple[FlippingCurve, ...]
+
+    @property
+    def n_excluded(self) -> int:
+        """Number of inputs left out of normalised summaries because ``f(x_0) <= 0``."""
+        return int((~self.valid).sum())
+
+    def mean_aupc(self) -> tuple[float, float]:
+        """Mean and s.e.m. of the normalised AUPC over the valid inputs."""
+        mean, sem = mean_sem(self.aupc[self.valid])
+        return float(mean), float(sem)
+
+    def mean_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and s.e.m. ``(n_points,)`` of the normalised curve over the valid inputs."""
+        return mean_sem(self.normalized[self.valid], axis=0)
+
+
+def patch_flipping(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    heatmaps: torch.Tensor | np.ndarray,
+    targets: torch.Tensor | np.ndarray | Sequence[int],
+    *,
+    patch_size: int | tuple[int, int] = (8, 8),
+    ordering: Ordering = "union",
+    removal: float | Literal["mean"] | torch.Tensor = LOG_MEL_FLOOR,
+    mean_image: torch.Tensor | None = None,
+    score: Score = "logit",
+    patches_per_step: int | None = None,
+    n_steps: int | None = None,
+    n_points: int = 101,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+) -> PatchFlippingResult:
+    """Remove patches in order of relevance and record the target score after each step.
+
+    Parameters
+    ----------
+    model:
+        Maps a batch ``(N, C, H, W)`` to logits ``(N, n_classes)``; an ``nn.Module`` must be
+        in eval mode. Called under ``torch.no_grad()``.
+    inputs:
+        ``(B, C, H, W)`` floating inputs, e.g. log-mel images ``(B, 1, n_mels, frames)``.
+    heatmaps:
+        ``(B, C, H, W)`` one heatmap per input (standard patch flipping), or
+        ``(B, K, C, H, W)`` K concept heatmaps per input (disentangled). K = 1 is exactly
+        the standard procedure.
+    targets:
+        ``(B,)`` class index whose logit is tracked per input (one int: the same for all).
+    patch_size:
+        ``(h, w)`` of the patches (an int for square ones). Patches span all channels;
+        where H or W is not divisible, edge patches are smaller and count with their true
+        area. A patch's relevance is the heatmap summed over it.
+    ordering:
+        How K rankings become one removal sequence. ``"union"``: each step removes the next
+        ``patches_per_step`` patches of every concept's own ranking, skipping patches
+        already removed, so a step removes between 1 and ``K * patches_per_step`` patches.
+        ``"round_robin"``: concepts take turns, each removing its best-ranked patch still
+        present; a step is ``patches_per_step`` turns per concept. Ties between patches
+        keep raster order.
+    removal:
+        Value written into removed patches: a float (for log-mel inputs use the floor,
+        :data:`LOG_MEL_FLOOR` = -4, never 0, which is loud in log10 space); ``"mean"`` to use
+        ``mean_image`` (e.g. the dataset-mean input); or a tensor broadcastable to
+        ``(C, H, W)``, or ``(B, C, H, W)`` with one removal image per input.
+    mean_image:
+        ``(C, H, W)`` (or broadcastable) image used when ``removal="mean"``.
+    score:
+        ``"logit"`` (the target logit) or ``"relu_logit"`` (``max(0, logit)``).
+    patches_per_step:
+        Patches removed per concept per step (default 1, every step evaluated).
+    n_steps:
+        Instead of ``patches_per_step``: this many steps, evenly spaced in the number of
+        patches removed.
+    n_points:
+        Size of the common fraction grid the curves are interpolated onto for averaging.
+    batch_size:
+        Perturbed inputs per model call. All steps of all inputs are queued and run in
+        batches; the result does not depend on ``batch_size`` (beyond the model's own
+        floating-point rounding, which some kernels vary with the batch size).
+    device:
+        Where perturbed inputs are built and the model runs; default: the device of the
+        model's first parameter (or buffer), else that of ``inputs``.
+
+    Returns
+    -------
+    :class:`PatchFlippingResult`. The AUPC is normalised by ``f(x_0)``; inputs with
+    ``f(x_0) <= 0`` are excluded from normalised values (NaN) and counted, see the class.
+
+    Raises
+    ------
+    ValueError
+        On malformed inputs (shapes, dtypes, NaN/Inf, empty batch, bad targets), unknown
+        options, a model in training mode or a model output that is not ``(N, n_classes)``
+        finite logits.
+    """
+    inputs = _check_inputs(inputs)
+    heatmaps = _check_heatmaps(heatmaps, inputs.shape)
+    n_inputs, _, height, width = inputs.shape
+    target_index = _check_targets(targets, n_inputs)
+    patch_h, patch_w = _check_patch_size(patch_size)
+    if ordering not in ORDERINGS:
+        raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if patches_per_step is not None and n_steps is not None:
+        raise ValueError("give either patches_per_step or n_steps, not both")
+    for name, value in (("patches_per_step", patches_per_step), ("n_steps", n_steps)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(n_points, int) or n_points < 2:
+        raise ValueError(f"n_points must be an int >= 2, got {n_points!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(model, nn.Module) and model.training:
+        raise ValueError("the model is in training mode (dropout, batch statistics); call .eval()")
+    device = torch.device(device) if device is not None else _model_device(model, inputs)
+
+    grid = PatchGrid(height, width, patch_h, patch_w)
+    relevance = grid.relevance(heatmaps)
+    areas = grid.areas()
+    pixel_patch = grid.patch_index()
+    rank_maps = np.empty((n_inputs, height, width), dtype=np.int64)
+    counts_per_input = []
+    fractions_per_input = []
+    for i in range(n_inputs):
+        order, rounds = removal_order(relevance[i], ordering)
+        counts = np.concatenate(
+            ([0], step_counts(rounds, patches_per_step=patches_per_step or 1, n_steps=n_steps))
+        )
+        removed_area = np.concatenate(([0], np.cumsum(areas[order])))
+        position = np.empty_like(order)
+        position[order] = np.arange(order.shape[0])
+        # A pixel is removed once the number of removed patches exceeds its patch's position.
+        rank_maps[i] = position[pixel_patch]
+        counts_per_input.append(counts)
+        fractions_per_input.append(removed_area[counts] / (height * width))
+
+    job_input = np.concatenate([np.full(c.shape, i) for i, c in enumerate(counts_per_input)])
+    job_count = np.concatenate(counts_per_input)
+    fill = _removal_images(removal, mean_image, inputs)
+    raw = _run_jobs(
+        model,
+        inputs,
+        torch.from_numpy(rank_maps),
+        fill,
+        target_index,
+        job_input,
+        job_count,
+        batch_size=batch_size,
+        device=device,
+    )
+    if score == "relu_logit":
+        raw = np.maximum(raw, 0.0)
+
+    splits = np.cumsum([c.shape[0] for c in counts_per_input])[:-1]
+    curves = tuple(
+        FlippingCurve(n_removed=c, fractions=f, scores=s)
+        for c, f, s in zip(
+            counts_per_input, fractions_per_input, np.split(raw, splits), strict=True
+        )
+    )
+    return _summarise(curves, n_points)
+
+
+def _summarise(curves: tuple[FlippingCurve, ...], n_points: int) -> PatchFlippingResult:
+    """Normalise, integrate and grid the raw curves."""
+    grid = np.linspace(0.0, 1.0, n_points)
+    initial = np.array([c.scores[0] for c in curves])
+    valid = initial > 0
+    aupc_raw = np.array([_trapezoid(c.scores, c.fractions) for c in curves])
+    scores = np.stack([np.interp(grid, c.fractions, c.scores) for c in curves])
+    # Only positive f(x_0) give a meaningful ratio; the rest stay NaN instead of flipping sign.
+    safe = np.where(valid, initial, np.nan)
+    return PatchFlippingResult(
+        fractions=grid,
+        scores=scores,
+        normalized=scores / safe[:, None],
+        aupc=aupc_raw / safe,
+        aupc_unnormalized=aupc_raw,
+        initial_scores=initial,
+        valid=valid,
+        curves=curves,
+    )
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """Trapezoid-rule integral of ``y`` over ``x`` (``np.trapezoid`` needs numpy >= 2)."""
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
+def _run_jobs(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    rank_maps: torch.Tensor,
+    fill: torch.Tensor,
+    targets: torch.Tensor,
+    job_input: np.ndarray,
+    job_count: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Target logits of every (input, removed count) job, ``(n_jobs,)`` float64."""
+    inputs = inputs.to(device)
+    rank_maps = rank_maps.to(device).unsqueeze(1)
+    fill = fill.to(device=device, dtype=inputs.dtype)
+    targets = targets.to(device)
+    job_input_t = torch.from_numpy(job_input).to(device)
+    job_count_t = torch.from_numpy(job_count).to(device)
+    out = np.empty(job_input.shape[0], dtype=np.float64)
+    with torch.no_grad():
+        for start in range(0, job_input.shape[0], batch_size):
+            rows = job_input_t[start : start + batch_size]
+            removed = rank_maps[rows] < job_count_t[start : start + batch_size, None, None, None]
+            perturbed = torch.where(
+                removed, fill[rows] if fill.shape[0] > 1 else fill, inputs[rows]
+            )
+            logits = model(perturbed)
+            if not isinstance(logits, torch.Tensor) or logits.shape[:1] != rows.shape:
+                raise ValueError(
+                    "the model must return logits (N, n_classes) for a batch (N, C, H, W); got "
+                    f"{getattr(logits, 'shape', type(logits).__name__)} for N = {rows.shape[0]}"
+                )
+            if logits.ndim != 2:
+                raise ValueError(f"the model must return 2-D logits, got {tuple(logits.shape)}")
+            if start == 0 and int(targets.max()) >= logits.shape[1]:
+                raise ValueError(
+                    f"target {int(targets.max())} is out of range for {logits.shape[1]} classes"
+                )
+            picked = logits.gather(1, targets[rows, None]).squeeze(1)
+            if not torch.isfinite(picked).all():
+                raise ValueError(
+                    "the model returned NaN/Inf logits on perturbed inputs; check the removal "
+                    "value and the model"
+                )
+            out[start : start + rows.shape[0]] = picked.double().cpu().numpy()
+    return out
+
+
+def _model_device(
+    model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor
+) -> torch.device:
+    if isinstance(model, nn.Module):
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
+    return inputs.device
+
+
+def _check_inputs(inputs: torch.Tensor) -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor):
+        raise ValueError(f"inputs must be a torch.Tensor (B, C, H, W), got {type(inputs).__name__}")
+    if inputs.ndim != 4:
+        raise ValueError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}")
+    if inputs.shape[0] == 0 or inputs.numel() == 0:
+        raise ValueError(f"inputs are empty: shape {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise ValueError(f"inputs must be floating point, got {inputs.dtype}")
+    if not torch.isfinite(inputs).all():
+        raise ValueError("inputs contain NaN/Inf")
+    return inputs.detach()
+
+
+def _check_heatmaps(heatmaps: torch.Tensor | np.ndarray, input_shape: torch.Size) -> torch.Tensor:
+    heatmaps = torch.as_tensor(heatmaps)
+    if heatmaps.ndim == 4:
+        heatmaps = heatmaps.unsqueeze(1)
+    if heatmaps.ndim != 5 or heatmaps.shape[0] != input_shape[0]:
+        raise ValueError(
+            f"heatmaps must be (B, C, H, W) or (B, K, C, H, W) with B = {input_shape[0]}, "
+            f"got shape {tuple(heatmaps.shape)}"
+        )
+    if heatmaps.shape[2:] != input_shape[1:]:
+        raise ValueError(
+            f"heatmaps {tuple(heatmaps.shape)} do not match inputs {tuple(input_shape)}: "
+            "the trailing (C, H, W) must be equal"
+        )
+    if heatmaps.shape[1] == 0:
+        raise ValueError("heatmaps hold no concepts (K = 0)")
+    if not heatmaps.is_floating_point():
+        raise ValueError(f"heatmaps must be floating point, got {heatmaps.dtype}")
+    if not torch.isfinite(heatmaps).all():
+        raise ValueError("heatmaps contain NaN/Inf")
+    return heatmaps
+
+
+def _check_targets(
+    targets: torch.Tensor | np.ndarray | Sequence[int], n_inputs: int
+) -> torch.Tensor:
+    index = torch.as_tensor(targets)
+    if index.ndim == 0:
+        index = index.expand(n_inputs)
+    if index.shape != (n_inputs,):
+        raise ValueError(f"targets must be (B,) = ({n_inputs},), got shape {tuple(index.shape)}")
+    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise ValueError(f"targets must be integer class indices, got {index.dtype}")
+    if (index < 0).any():
+        raise ValueError(f"targets must be >= 0, got {index.tolist()}")
+    return index.to(torch.int64)
+
+
+def _check_patch_size(patch_size: int | tuple[int, int]) -> tuple[int, int]:
+    size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+        raise ValueError(f"patch_size must be a positive int or (h, w) of them, got {patch_size!r}")
+    return size[0], size[1]
+
+
+def _removal_images(
+    removal: float | str | torch.Tensor, mean_image: torch.Tensor | None, inputs: torch.Tensor
+) -> torch.Tensor:
+    """The removal value as ``(1, C, H, W)`` or, per input, ``(B, C, H, W)``."""
+    if isinstance(removal, str):
+        if removal != "mean":
+            raise ValueError(f"removal must be a float, 'mean' or a tensor, got {removal!r}")
+        if mean_image is None:
+            raise ValueError("removal='mean' needs mean_image= (e.g. the dataset-mean input)")
+        fill = torch.as_tensor(mean_image)
+    elif mean_image is not None:
+        raise ValueError("mean_image is only used with removal='mean'")
+    elif isinstance(removal, bool) or not isinstance(removal, numbers.Real | torch.Tensor):
+        raise ValueError(f"removal must be a float, 'mean' or a tensor, got {removal!r}")
+    else:
+        fill = torch.as_tensor(removal, dtype=inputs.dtype)
+    fill = fill.detach().to(dtype=inputs.dtype, device=inputs.device)
+    if not torch.isfinite(fill).all():
+        raise ValueError("the removal value contains NaN/Inf")
+    if fill.ndim == 4 and fill.shape == inputs.shape:
+        return fill
+    try:
+        return fill.expand(inputs.shape[1:]).unsqueeze(0)
+    except RuntimeError:
+        raise ValueError(
+            f"removal image of shape {tuple(fill.shape)} does not broadcast to the input "
+            f"(C, H, W) = {tuple(inputs.shape[1:])}; give (C, H, W) or (B, C, H, W)"
+        ) from None
