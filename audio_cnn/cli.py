@@ -47,7 +47,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="JSON file of training settings")
     train.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     train.add_argument("--augment", action="store_true", help="default waveform augmentation")
-    train.add_argument("--no-spec-augment", action="store_true")
+    train.add_argument(
+        "--spec-augment",
+        action=argparse.BooleanOptionalAction,
+        help="time and frequency masks on the training log-mels (default: per preset)",
+    )
     train.add_argument("--cache-dir", type=Path, help="decoded-audio cache (default RUN/cache)")
     train.add_argument("--no-progress", action="store_true")
     for flag, kind in _TRAIN_FLAGS.items():
@@ -73,6 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _train_config(args: argparse.Namespace) -> Any:
     from audio_cnn.augment import DEFAULT_AUGMENTATION
+    from audio_cnn.dataset_dirs import open_dataset_dir
     from audio_cnn.train import TrainConfig
 
     settings: dict[str, Any] = {}
@@ -86,9 +91,10 @@ def _train_config(args: argparse.Namespace) -> Any:
     settings.update({k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None})
     if args.augment:
         settings["augmentation"] = DEFAULT_AUGMENTATION
-    if args.no_spec_augment:
-        settings["spec_augment"] = False
-    return TrainConfig.from_dict(settings)
+    if args.spec_augment is not None:
+        settings["spec_augment"] = args.spec_augment
+    preset = args.preset or open_dataset_dir(args.data).preset
+    return TrainConfig.preset(preset, **settings)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -118,6 +118,22 @@ class TrainConfig:
         if failed:
             raise ValueError("invalid training settings: " + "; ".join(failed))
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """Training defaults for a data preset, with ``overrides`` applied.
+
+        ``"gtzan"``: the reference recipe (SpecAugment on, batch 32, up to 40 epochs).
+        ``"toy"``: batch 64, up to 15 epochs, no SpecAugment — the toy objects are short
+        events, and masking them out mostly adds label noise (measured: slower convergence).
+        """
+        presets: dict[str, dict[str, Any]] = {
+            "gtzan": {},
+            "toy": {"epochs": 15, "batch_size": 64, "spec_augment": False},
+        }
+        if name not in presets:
+            raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(presets)}")
+        return cls.from_dict({**presets[name], **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary."""
         return dataclasses.asdict(self)
@@ -227,7 +243,7 @@ def train(
         ``"toy"`` or ``"gtzan"`` (front-end and model); default inferred from the data
         (synthetic → toy, otherwise gtzan).
     config:
-        Training settings; default :class:`TrainConfig`.
+        Training settings; default ``TrainConfig.preset(preset)``.
     resume:
         Continue the run in ``out_dir`` from its last checkpoint (settings must match).
     cache_dir:
@@ -238,7 +254,7 @@ def train(
     out_dir = Path(out_dir)
     dataset = open_dataset_dir(data_dir)
     preset = preset or dataset.preset
-    config = config or TrainConfig()
+    config = config or TrainConfig.preset(preset)
     device = _resolve_device(config.device)
 
     logmel_config = LogMelConfig.preset(preset)
