@@ -42,7 +42,8 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 
 lock: $(VENV)/.installed
-	$(BIN)/python -m pip freeze --exclude-editable > $(CONSTRAINTS).new && mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	{ grep '^#' $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

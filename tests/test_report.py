@@ -1,0 +1,410 @@
+"""The self-contained HTML report: structure, escaping, formatting, embedding, atomic writes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import re
+import struct
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from zennit_drsa.evaluation import AUPCRow, RecoveryGroup
+from zennit_drsa.report import MeanSem, Panel, Report
+
+# Attributes through which an HTML document can make a browser fetch something.
+_URL_ATTRIBUTES = {
+    "src",
+    "href",
+    "srcset",
+    "poster",
+    "data",
+    "action",
+    "formaction",
+    "background",
+    "cite",
+    "longdesc",
+    "manifest",
+    "ping",
+    "xlink:href",
+}
+
+
+class _Document(HTMLParser):
+    """Elements (tag, attributes, text inside) of an HTML document, in document order."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.text: dict[int, str] = {}
+        self.styles: list[str] = []
+        self._open: list[int] = []
+        self._in_style = False
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+        if tag not in ("img", "meta", "br", "hr", "link", "input", "source"):
+            self._open.append(len(self.elements) - 1)
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag):
+        while self._open:
+            index = self._open.pop()
+            if self.elements[index][0] == tag:
+                break
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.styles.append(data)
+        for index in self._open:
+            self.text[index] = self.text.get(index, "") + data
+
+    def find(self, tag: str) -> list[tuple[int, dict[str, str | None]]]:
+        return [(i, attrs) for i, (t, attrs) in enumerate(self.elements) if t == tag]
+
+    def texts(self, tag: str) -> list[str]:
+        return [self.text.get(i, "") for i, _ in self.find(tag)]
+
+
+def _png(width: int = 3, height: int = 2) -> bytes:
+    """A tiny valid RGB PNG, built by hand so the test needs no imaging library."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _wav(frequency: float = 440.0, sample_rate: int = 8000) -> bytes:
+    t = np.arange(sample_rate // 10) / sample_rate
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.25 * np.sin(2 * np.pi * frequency * t), sample_rate, format="WAV")
+    return buffer.getvalue()
+
+
+def _full_report(tmp_path: Path) -> Report:
+    png_file = tmp_path / "grid.png"
+    png_file.write_bytes(_png(5, 4))
+    wav_file = tmp_path / "concept.wav"
+    wav_file.write_bytes(_wav(330.0))
+    report = Report("DRSA <run> & friends", "What this run shows.")
+    overview = report.section("Overview", "A first paragraph.")
+    overview.paragraph("A second paragraph.").figure(png_file, "The spectrogram")
+    overview.audio(wav_file, "The clip")
+    results = report.section("Results")
+    results.table([{"method": "DRSA", "AUPC": MeanSem(0.4, 0.01)}], caption="Patch flipping")
+    classes = report.section("Concepts")
+    for name in ("class a", "class b"):
+        classes.section(name).panel_grid(
+            [Panel(name, _png(), "heatmaps", {f"concept {k}": _wav(200.0 * k) for k in (1, 2)})]
+        )
+    report.section("Settings").settings({"layer": "features.10", "K": 4, "path": tmp_path})
+    return report
+
+
+def test_report_references_nothing_outside_itself(tmp_path):
+    document = _Document(_full_report(tmp_path).to_html())
+    tags = [tag for tag, _ in document.elements]
+    assert "script" not in tags and "link" not in tags and "iframe" not in tags
+    ids = {attrs["id"] for _, attrs in document.elements if "id" in attrs}
+    sources = []
+    for tag, attrs in document.elements:
+        for name, value in attrs.items():
+            if name in _URL_ATTRIBUTES:
+                assert value is not None, f"<{tag} {name}> has no value"
+                sources.append((tag, name, value))
+                if name == "href":
+                    assert tag == "a" and value.startswith("#") and value[1:] in ids, value
+                else:
+                    assert value.startswith(("data:image/png;base64,", "data:audio/wav;base64,"))
+            assert "http:" not in (value or "") and "https:" not in (value or "")
+    assert len([s for s in sources if s[1] == "src"]) == 1 + 1 + 2 * (1 + 2)
+    style = "".join(document.styles)
+    assert "@import" not in style and "url(" not in style and "//" not in style
+    csp = [a["content"] for _, a in document.find("meta") if a.get("http-equiv")]
+    assert csp == ["default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'"]
+
+
+def test_media_are_embedded_byte_for_byte_with_their_pixel_size(tmp_path):
+    png, wav = _png(7, 3), _wav()
+    report = Report("media")
+    report.section("Media").figure(png, "red").audio(wav, "tone")
+    document = _Document(report.to_html())
+    ((_, image),) = document.find("img")
+    ((_, audio),) = document.find("audio")
+    assert base64.b64decode(image["src"].split(",", 1)[1]) == png
+    assert (image["width"], image["height"], image["alt"]) == ("7", "3", "red")
+    assert base64.b64decode(audio["src"].split(",", 1)[1]) == wav
+    assert "controls" in audio
+    data, rate = sf.read(io.BytesIO(base64.b64decode(audio["src"].split(",", 1)[1])))
+    assert rate == 8000 and data.shape == (800,)
+
+
+def test_table_of_contents_links_every_section_in_order(tmp_path):
+    report = _full_report(tmp_path)
+    report.section("Results")  # a repeated title still gets its own anchor
+    document = _Document(report.to_html())
+    headings = [
+        (attrs["id"], document.text[i])
+        for i, (tag, attrs) in enumerate(document.elements)
+        if tag in ("h2", "h3") and attrs.get("id") != "contents"
+    ]
+    links = [(attrs["href"][1:], document.text[i]) for i, attrs in document.find("a")]
+    assert links == headings
+    assert [title for _, title in headings] == [
+        "Overview",
+        "Results",
+        "Concepts",
+        "class a",
+        "class b",
+        "Settings",
+        "Results",
+    ]
+    anchors = [anchor for anchor, _ in headings]
+    assert len(set(anchors)) == len(anchors)
+    assert document.texts("h3") == ["class a", "class b"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    title=st.text(min_size=1).filter(str.strip),
+    words=st.text(min_size=1).filter(str.strip),
+    cell=st.text(),
+)
+@example(title="<script>alert(1)</script>", words='" onerror="x', cell="&amp; <td>b</td>")
+def test_all_text_is_escaped(title, words, cell):
+    report = Report(title, words)
+    section = report.section(title, words)
+    section.table([{title: cell, "n": 1}], caption=words)
+    section.figure(_png(), caption=words)
+    document = _Document(report.to_html())
+    assert document.texts("h1") == [title]
+    assert document.texts("title") == [title]
+    assert document.texts("p") == [words, words]
+    assert document.texts("td")[0] == (cell or "")
+    assert document.texts("th")[0] == title
+    assert document.texts("caption") == [words]
+    assert document.find("img")[0][1]["alt"] == words
+    assert [tag for tag, _ in document.elements].count("script") == 0
+
+
+def test_table_cells_are_formatted_by_type():
+    aupc = AUPCRow("DRSA", 0.53219, 0.01234, 10, 0)
+    recovery = RecoveryGroup(0.61, float("nan"), 0.5, 1, 0, 0)
+    rows = [
+        {"method": "DRSA", "AUPC": aupc, "recovery": recovery, "n": np.int64(12), "ok": True},
+        {"method": "PRCA", "AUPC": MeanSem(0.6, 0.02), "n": 3, "ratio": np.float32(2.0)},
+        {"method": None, "ratio": float("nan")},
+    ]
+    report = Report("t")
+    report.section("s").table(rows)
+    document = _Document(report.to_html())
+    assert document.texts("th") == ["method", "AUPC", "recovery", "n", "ok", "ratio"]
+    cells = [(document.text.get(i, ""), a.get("class")) for i, a in document.find("td")]
+    assert cells == [
+        ("DRSA", None),
+        ("0.532 ± 0.012", "num"),
+        ("0.610 ± n/a", "num"),
+        ("12", "num"),
+        ("True", None),
+        ("–", None),
+        ("PRCA", None),
+        ("0.600 ± 0.020", "num"),
+        ("–", None),
+        ("3", "num"),
+        ("–", None),
+        ("2.000", "num"),
+        ("–", None),
+        ("–", None),
+        ("–", None),
+        ("–", None),
+        ("–", None),
+        ("n/a", "num"),
+    ]
+
+
+def test_table_columns_select_and_order():
+    report = Report("t")
+    report.section("s").table([{"a": 1.23456, "b": 2, "c": "x"}], columns=["c", "a"], digits=1)
+    document = _Document(report.to_html())
+    assert document.texts("th") == ["c", "a"]
+    assert document.texts("td") == ["x", "1.2"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "options", "message"),
+    [
+        ([], {}, "non-empty sequence of rows"),
+        ({"a": 1}, {}, "non-empty sequence of rows"),
+        ([{"a": 1}, [1, 2]], {}, "row 1 is a list"),
+        ([{"a": 1}], {"columns": ["a", "b"]}, r"columns \['b'\] are in no row"),
+        ([{"a": 1}], {"columns": []}, "columns is empty"),
+        ([{"a": math.inf}], {}, "row 0, column 'a': the value is infinite"),
+        ([{"a": MeanSem(1.0, -math.inf)}], {}, "column 'a': the value is infinite"),
+        ([{"a": 1}], {"digits": -1}, "digits must be a non-negative int"),
+        ([{"a": 1}], {"caption": " "}, "table caption is empty"),
+    ],
+)
+def test_bad_tables_are_refused(rows, options, message):
+    section = Report("t").section("s")
+    with pytest.raises(ValueError, match=message):
+        section.table(rows, **options)
+
+
+def test_bad_media_are_refused_naming_the_file(tmp_path):
+    section = Report("t").section("s")
+    not_png = tmp_path / "figure.png"
+    not_png.write_bytes(b"GIF89a" + bytes(40))
+    with pytest.raises(ValueError, match=f"{not_png} is not a PNG image"):
+        section.figure(not_png)
+    with pytest.raises(ValueError, match="the PNG bytes is not a PNG image"):
+        section.figure(b"")
+    not_wav = tmp_path / "clip.wav"
+    not_wav.write_bytes(_png())
+    with pytest.raises(ValueError, match=f"{not_wav} is not a WAV file"):
+        section.audio(not_wav)
+    with pytest.raises(FileNotFoundError, match=r"missing\.wav"):
+        section.audio(tmp_path / "missing.wav")
+    with pytest.raises(ValueError, match="must be bytes or a file path, got ndarray"):
+        section.figure(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="figure caption is empty"):
+        section.figure(_png(), caption="")
+
+
+def test_bad_structure_is_refused():
+    report = Report("t")
+    with pytest.raises(ValueError, match="report title is empty"):
+        Report("  ")
+    with pytest.raises(ValueError, match="section title must be a string, got int"):
+        report.section(3)
+    section = report.section("s")
+    with pytest.raises(ValueError, match="paragraph is empty"):
+        section.paragraph("")
+    with pytest.raises(ValueError, match="non-empty sequence of Panel"):
+        section.panel_grid([])
+    with pytest.raises(ValueError, match="non-empty sequence of Panel"):
+        section.panel_grid(Panel("a", _png()))
+    with pytest.raises(ValueError, match="item 1 is a dict, not a Panel"):
+        section.panel_grid([Panel("a", _png()), {"title": "b"}])
+    with pytest.raises(ValueError, match="panel 'a': audio must map labels"):
+        section.panel_grid([Panel("a", _png(), audio=[_wav()])])
+    with pytest.raises(ValueError, match="settings must be a mapping, got list"):
+        section.settings([("a", 1)])
+    with pytest.raises(ValueError, match="type set is not JSON serialisable"):
+        section.settings({"classes": {"a", "b"}})
+    deep = section
+    for level in range(3, 7):
+        deep = deep.section(f"level {level}")
+    with pytest.raises(ValueError, match="already at heading level 6"):
+        deep.section("level 7")
+    with pytest.raises(ValueError, match="paragraph is empty"):
+        section.section("with bad text", text=" ")
+    with pytest.raises(ValueError, match="paragraph is empty"):
+        report.section("with bad text", text="")
+    # Refused blocks and sections leave nothing behind.
+    document = _Document(report.to_html())
+    assert document.find("img") == [] and document.find("details") == []
+    headings = [tag for tag, _ in document.elements if re.fullmatch("h[1-6]", tag)]
+    assert headings == ["h1", "h2", "h2", "h3", "h4", "h5", "h6"]  # title, contents, "s", ...
+    assert "with bad text" not in report.to_html()
+
+
+def test_settings_are_collapsible_json(tmp_path):
+    settings_ = {
+        "layer": "features.10",
+        "sizes": np.array([16, 16]),
+        "tol": np.float64(1e-4),
+        "out": tmp_path,
+        "missing": None,
+        "nested": {"seeds": [0, 1]},
+        "nan": float("nan"),
+    }
+    report = Report("t")
+    report.section("Settings").settings(settings_, summary="Run settings")
+    document = _Document(report.to_html())
+    ((index, _),) = document.find("details")
+    assert document.texts("summary") == ["Run settings"]
+    shown = json.loads(document.texts("code")[0])
+    assert math.isnan(shown.pop("nan"))
+    assert shown == {
+        "layer": "features.10",
+        "sizes": [16, 16],
+        "tol": 1e-4,
+        "out": str(tmp_path),
+        "missing": None,
+        "nested": {"seeds": [0, 1]},
+    }
+    assert document.text[index].startswith("Run settings")
+
+
+def test_panel_grid_holds_each_figure_with_its_players():
+    panels = [
+        Panel(f"class {c}", _png(2 + c, 2), f"caption {c}", {f"k{k}": _wav() for k in range(3)})
+        for c in range(2)
+    ]
+    report = Report("t")
+    report.section("Concepts").panel_grid(panels)
+    document = _Document(report.to_html())
+    ((grid, _),) = [(i, a) for i, a in document.find("div") if a.get("class") == "grid"]
+    tiles = [i for i, a in document.find("figure") if a.get("class") == "panel"]
+    assert len(tiles) == 2 and grid < tiles[0]
+    assert [attrs["width"] for _, attrs in document.find("img")] == ["2", "3"]
+    for c, (start, end) in enumerate(zip(tiles, [*tiles[1:], len(document.elements)], strict=True)):
+        inside = [tag for tag, _ in document.elements[start:end]]
+        assert inside.count("img") == 1 and inside.count("audio") == 3
+        assert "".join(document.text[start].split()) == f"class{c}caption{c}k0k1k2"
+
+
+def test_report_is_deterministic(tmp_path):
+    assert _full_report(tmp_path).to_html() == _full_report(tmp_path).to_html()
+
+
+def test_write_is_atomic_and_returns_the_path(tmp_path):
+    report = _full_report(tmp_path)
+    target = tmp_path / "out" / "run" / "report.html"
+    assert report.write(target) == target
+    assert target.read_text(encoding="utf-8") == report.to_html()
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    smaller = Report("replaced")
+    smaller.write(target)
+    assert "<h1>replaced</h1>" in target.read_text(encoding="utf-8")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.html"]
+
+
+def test_failed_write_leaves_the_target_and_no_temporary_file(tmp_path):
+    # A directory where the file should go makes the final rename fail.
+    target = tmp_path / "report.html"
+    target.mkdir()
+    (target / "keep.txt").write_text("kept")
+    with pytest.raises(OSError):
+        Report("t").write(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    assert (target / "keep.txt").read_text() == "kept"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
