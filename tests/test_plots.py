@@ -1,0 +1,292 @@
+"""Figures: valid PNGs, relevance shares in titles, axes in Hz and seconds, input checks."""
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from audio_cnn.frontend import LogMel, LogMelConfig
+from zennit_drsa.plots import (
+    plot_concept_distribution,
+    plot_concept_grid,
+    plot_objective_trace,
+    plot_prototypes,
+    plot_spectrogram,
+)
+
+SMALL = LogMelConfig(
+    sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, f_max=None, n_frames=12,
+    chunk_seconds=0.25,
+)  # fmt: skip
+DPI = 30  # small PNGs keep the tests fast
+M, F = SMALL.n_mels, SMALL.n_frames
+SHARES = np.array([0.2, 0.31, 0.4, 0.09])  # three concepts and the residual
+
+
+@pytest.fixture(scope="module")
+def logmel() -> LogMel:
+    return LogMel(SMALL)
+
+
+def _png(path) -> np.ndarray:
+    """The PNG at ``path`` read back; checks that it is a real, non-empty image."""
+    assert path.stat().st_size > 0
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4) and min(image.shape[:2]) > 20
+    assert image[..., :3].std() > 0  # not a blank canvas
+    return image
+
+
+def _no_temp_files(folder) -> None:
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def _titles(figure: Figure) -> list[str]:
+    return [ax.get_title() for ax in figure.axes if ax.get_title()]
+
+
+def test_spectrogram_axes_are_seconds_and_hz(logmel, tmp_path, rng):
+    image = rng.uniform(-4, 0, (M, F))
+    figure = plot_spectrogram(image, logmel, path=tmp_path / "s.png", dpi=DPI)
+    _png(tmp_path / "s.png")
+    ax = figure.axes[0]
+    assert ax.get_xlabel() == "time (s)" and ax.get_ylabel() == "frequency (Hz)"
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    bands = ax.get_yticks().round().astype(int)
+    assert labels == [f"{f:.0f}" for f in logmel.mel_frequencies()[bands]]
+    assert labels[0] != labels[-1] and bands[0] == 0 and bands[-1] == M - 1
+    times = logmel.frame_times()
+    half_hop = SMALL.hop_length / SMALL.sample_rate / 2
+    assert ax.get_xlim() == pytest.approx((times[0] - half_hop, times[-1] + half_hop))
+    assert figure.axes[1].get_ylabel() == "log10 mel magnitude"  # the colour bar
+    _no_temp_files(tmp_path)
+
+
+def test_spectrogram_draws_into_given_axes(logmel, rng):
+    figure = Figure()
+    ax = figure.add_subplot()
+    result = plot_spectrogram(torch.rand(1, M, F), logmel, ax, title="mine", colorbar=False)
+    assert result is figure and ax.get_title() == "mine" and len(figure.axes) == 1
+
+
+def test_concept_grid_titles_carry_shares(logmel, tmp_path, rng):
+    heatmaps = rng.standard_normal((4, 1, M, F))
+    figure = plot_concept_grid(
+        rng.uniform(-4, 0, (M, F)), heatmaps, SHARES, logmel, tmp_path / "g.png",
+        title="clip", dpi=DPI,
+    )  # fmt: skip
+    _png(tmp_path / "g.png")
+    assert _titles(figure) == [
+        "input",
+        "standard · R = 1",
+        "concept 1 · 20 %",
+        "concept 2 · 31 %",
+        "concept 3 · 40 %",
+        "residual · 9 %",
+    ]
+    images = [ax.images[0] for ax in figure.axes if ax.images]
+    assert len(images) == 6
+    standard = images[1]
+    np.testing.assert_allclose(standard.get_array(), heatmaps[:, 0].sum(axis=0))
+    limit = np.abs(heatmaps.sum(axis=0)).max()
+    for shown in images[1:]:  # shared, symmetric scale centred at 0
+        assert shown.get_clim() == pytest.approx((-limit, limit))
+        assert shown.get_cmap().name == "bwr"
+    assert figure.get_suptitle() == "clip"
+
+
+def test_concept_grid_rows_for_several_inputs(logmel, tmp_path, rng):
+    heatmaps = rng.standard_normal((2, 4, M, F))
+    relevances = np.stack([SHARES, [-0.5, 0.1, 0.2, 0.0]])
+    figure = plot_concept_grid(
+        torch.rand(2, 1, M, F), heatmaps, relevances, logmel, tmp_path / "g.png",
+        concept_names=["beat", "bass", "voice"], input_names=["a", "b"], shared_scale=False,
+        dpi=DPI,
+    )  # fmt: skip
+    _png(tmp_path / "g.png")
+    titles = _titles(figure)
+    assert titles[:6] == ["a", "standard · R = 1", "beat · 20 %", "bass · 31 %", "voice · 40 %",
+                          "residual · 9 %"]  # fmt: skip
+    # A non-positive total has no shares: the raw relevances are shown instead.
+    assert titles[6:] == ["b", "standard · R = -0.2", "beat · R = -0.5", "bass · R = 0.1",
+                          "voice · R = 0.2", "residual · R = 0"]  # fmt: skip
+    limits = {ax.images[0].get_clim() for ax in figure.axes if ax.images}
+    assert len(limits) > 3  # each heatmap on its own scale
+    ylabels = [ax.get_ylabel() for ax in figure.axes if ax.images]
+    assert ylabels.count("frequency (Hz)") == 2  # left column only
+
+
+@pytest.mark.parametrize(
+    ("image", "heatmaps", "relevances", "match"),
+    [
+        ((M, F), (4, M + 1, F), (4,), "do not match the input"),
+        ((M, F), (4, M, F - 1), (4,), "do not match the input"),
+        ((M, F), (4, M, F), (3,), "do not match 4 heatmaps"),
+        ((M, F), (1, M, F), (1,), "at least one concept"),
+        ((2, M, F), (3, 4, M, F), (3, 4), "do not match the input"),
+        ((2, M, F), (2, 4, M, F), (4,), "do not match 4 heatmaps"),
+        ((M + 1, F), (4, M + 1, F), (4,), "mel bands"),
+        ((2, 2, M, F), (2, 4, M, F), (2, 4), "logmel_image must be"),
+    ],
+)
+def test_concept_grid_rejects_mismatched_shapes(logmel, image, heatmaps, relevances, match):
+    with pytest.raises(ValueError, match=match):
+        plot_concept_grid(np.zeros(image), np.zeros(heatmaps), np.ones(relevances), logmel)
+
+
+def test_concept_grid_rejects_bad_values_and_names(logmel):
+    good = (np.zeros((M, F)), np.zeros((4, M, F)), SHARES)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        plot_concept_grid(good[0], good[1] * np.nan, good[2], logmel)
+    with pytest.raises(ValueError, match="2 names for 4"):
+        plot_concept_grid(*good, logmel, concept_names=["a", "b"])
+    with pytest.raises(ValueError, match="input_names"):
+        plot_concept_grid(*good, logmel, input_names=["a", "b"])
+
+
+def test_concept_distribution(tmp_path, rng):
+    relevances = rng.uniform(0.1, 1, (30, 4))
+    relevances[:3] *= -1  # no positive total: left out
+    labels = np.arange(30) % 3
+    labels[labels == 2] = 0  # class 2 has no inputs
+    for kind in ("box", "violin"):
+        path = tmp_path / f"{kind}.png"
+        figure = plot_concept_distribution(
+            relevances, labels, ["pop", "metal", "jazz"], path, kind=kind, dpi=DPI
+        )
+        _png(path)
+        pop, metal, jazz = figure.axes
+        assert pop.get_title() == "pop\n(n = 18, 2 with R ≤ 0 left out)"
+        assert metal.get_title() == "metal\n(n = 9, 1 with R ≤ 0 left out)"
+        assert jazz.get_title() == "jazz\n(n = 0)"
+        assert [t.get_text() for t in pop.get_xticklabels()] == [
+            "concept 1", "concept 2", "concept 3", "residual"
+        ]  # fmt: skip
+        assert pop.get_ylabel() == "share of relevance (%)"
+        # The dots are the shares in percent of the kept inputs of the class.
+        dots = pop.collections[-1].get_offsets()[:, 1]
+        kept = relevances[3:][labels[3:] == 0]
+        expected = 100 * kept / kept.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(np.sort(dots), np.sort(expected.ravel()))
+
+
+@pytest.mark.parametrize(
+    ("relevances", "labels", "match"),
+    [
+        (np.ones((5, 4)), np.zeros(4, int), "labels must be 5"),
+        (np.ones((5, 4)), np.zeros(5), "integer"),
+        (np.ones((5, 4)), np.full(5, 2), r"\[0, 2\)"),
+        (np.ones((5, 4)), np.full(5, -1), r"\[0, 2\)"),
+        (np.ones((5, 1)), np.zeros(5, int), "K \\+ 1 >= 2"),
+        (np.ones(5), np.zeros(5, int), "K \\+ 1 >= 2"),
+        (np.full((5, 4), np.inf), np.zeros(5, int), "NaN or Inf"),
+    ],
+)
+def test_concept_distribution_rejects_bad_input(relevances, labels, match):
+    with pytest.raises(ValueError, match=match):
+        plot_concept_distribution(relevances, labels, ["a", "b"])
+
+
+def test_concept_distribution_wraps_many_classes(tmp_path):
+    names = [f"genre {i}" for i in range(7)]
+    figure = plot_concept_distribution(
+        np.ones((7, 3)), np.arange(7), names, tmp_path / "d.png", columns=3, dpi=DPI
+    )
+    _png(tmp_path / "d.png")
+    visible = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title().split("\n")[0] for ax in visible] == names
+    assert len(figure.axes) == 9  # a 3 × 3 grid, two panels hidden
+    assert [ax.get_ylabel() for ax in visible].count("share of relevance (%)") == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"kind": "bar"}, "kind"), ({"columns": 0}, "columns"), ({"class_names": []}, "empty")],
+)
+def test_concept_distribution_rejects_bad_options(options, match):
+    arguments = {"class_names": ["a"], **options}
+    with pytest.raises(ValueError, match=match):
+        plot_concept_distribution(np.ones((2, 3)), np.zeros(2, int), **arguments)
+
+
+def test_prototypes_grid_sorted_by_score(logmel, tmp_path, rng):
+    scores = np.array([[0.1, 0.5, 0.3], [2.0, 1.0, 3.0]])
+    figure = plot_prototypes(
+        rng.uniform(-4, 0, (2, 3, 1, M, F)), scores, logmel, tmp_path / "p.png",
+        concept_names=["beat", "voice"], dpi=DPI,
+    )  # fmt: skip
+    _png(tmp_path / "p.png")
+    panels = [ax for ax in figure.axes if ax.images]
+    assert len(panels) == 6
+    assert [ax.get_title() for ax in panels] == [
+        "R = 0.5", "R = 0.3", "R = 0.1", "R = 3", "R = 2", "R = 1"
+    ]  # fmt: skip
+    assert panels[0].get_ylabel() == "beat\nfrequency (Hz)"
+    assert panels[3].get_ylabel() == "voice\nfrequency (Hz)"
+    assert panels[3].get_xlabel() == "time (s)" and panels[0].get_xlabel() == ""
+    assert len({ax.images[0].get_clim() for ax in panels}) == 1  # one shared colour range
+
+
+@pytest.mark.parametrize(
+    ("images", "scores", "match"),
+    [
+        ((2, 3, M, F), (2, 2), "scores"),
+        ((2, 3, M, F), (3, 2), "scores"),
+        ((2, 0, M, F), (2, 0), "K, P >= 1"),
+        ((2, M, F), (2, 1), "images must be"),
+        ((2, 3, M - 1, F), (2, 3), "mel bands"),
+    ],
+)
+def test_prototypes_reject_mismatched_shapes(logmel, images, scores, match):
+    with pytest.raises(ValueError, match=match):
+        plot_prototypes(np.zeros(images), np.zeros(scores), logmel)
+
+
+def test_prototypes_reject_wrong_number_of_names(logmel):
+    with pytest.raises(ValueError, match="1 names for 2"):
+        plot_prototypes(np.zeros((2, 1, M, F)), np.zeros((2, 1)), logmel, concept_names=["x"])
+
+
+def test_objective_trace_lines_per_restart(tmp_path, rng):
+    traces = {
+        "DRSA": np.cumsum(rng.uniform(size=(3, 50)), axis=1),
+        "PRCA": [1.0, 2.0, 3.0],
+        "DSA": [np.arange(1.0, 10), np.arange(1.0, 30)],  # restarts of different lengths
+    }
+    figure = plot_objective_trace(traces, tmp_path / "t.png", log_x=True, log_y=True, dpi=DPI)
+    _png(tmp_path / "t.png")
+    (ax,) = figure.axes
+    assert len(ax.lines) == 6
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "iteration"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["DRSA (3 restarts)", "PRCA", "DSA (2 restarts)"]
+    np.testing.assert_array_equal(ax.lines[3].get_xdata(), [1, 2, 3])
+    assert ax.lines[0].get_color() == ax.lines[2].get_color() != ax.lines[3].get_color()
+
+
+@pytest.mark.parametrize(
+    ("traces", "options", "match"),
+    [
+        ({}, {}, "empty"),
+        ({"a": np.zeros((2, 2, 2))}, {}, "restarts, iterations"),
+        ({"a": []}, {}, "empty"),
+        ({"a": [1.0, np.inf]}, {}, "Inf"),
+        ({"a": [np.nan, np.nan]}, {}, "only NaN"),
+        ({"a": [1.0, 0.0]}, {"log_y": True}, "positive"),
+    ],
+)
+def test_objective_trace_rejects_bad_input(traces, options, match):
+    with pytest.raises(ValueError, match=match):
+        plot_objective_trace(traces, **options)
+
+
+def test_saving_replaces_an_existing_file_atomically(logmel, tmp_path, rng):
+    path = tmp_path / "deep" / "figure.png"
+    plot_spectrogram(rng.uniform(-4, 0, (M, F)), logmel, path=path, dpi=DPI)
+    first = path.read_bytes()
+    plot_spectrogram(rng.uniform(-4, 0, (M, F)), logmel, path=path, dpi=DPI, title="other")
+    assert path.read_bytes() != first
+    _png(path)
+    _no_temp_files(path.parent)
