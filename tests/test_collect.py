@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -13,10 +15,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from zennit.composites import EpsilonGammaBox, EpsilonPlus
 from zennit.torchvision import ResNetCanonizer
 
-import zennit_drsa.collect as collect_module
 from audio_cnn.model import AudioCNN
 from zennit_drsa.collect import Collection, collect
+
 from zennit_drsa.context import RATIO_EPSILON, LayerContext
+
+# The package re-exports the function `collect`, which shadows the submodule attribute.
+collect_module = importlib.import_module("zennit_drsa.collect")
 
 N_INPUTS = 7
 MAP = (4, 3)  # output map of layer "4" for 8×6 inputs: non-square

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from zennit.core import Composite
+
+from audio_cnn._atomic import atomic_path
 
 from .context import ContextMode, LayerContext, Target
 
@@ -129,7 +129,8 @@ class Collection:
         }
         header = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
         arrays = {name: getattr(self, name) for name in _ARRAYS}
-        _write_atomic(Path(path), lambda file: np.savez(file, metadata=header, **arrays))
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            np.savez(file, metadata=header, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Collection:
@@ -489,18 +490,3 @@ class _Rows:
             kept = min(self.size, capacity)
             resized[:kept] = array[:kept]
             self.arrays[name] = resized
-
-
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)

@@ -8,20 +8,19 @@ seed); values are pooled over inputs and seeds.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from audio_cnn._atomic import atomic_path
 from zennit_drsa.evaluation._stats import mean_sem
 from zennit_drsa.evaluation.patch_flipping import PatchFlippingResult
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 __all__ = ["AUPCRow", "aupc_table", "format_aupc_table", "plot_flipping_curves"]
 
@@ -146,7 +145,8 @@ def plot_flipping_curves(
     ax.set(xlabel="fraction of area removed", ylabel="f(x) / f(x₀)", title=title, xlim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save_png_atomic(figure, Path(path), dpi)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
 
 
 def _as_results(method: str, entry: object) -> list[PatchFlippingResult] | None:
@@ -186,15 +186,3 @@ def _pooled_curves(method: str, entry: Results) -> tuple[np.ndarray, np.ndarray]
     if any(not np.array_equal(r.fractions, grid) for r in results):
         raise ValueError(f"{method!r}: results use different fraction grids (n_points)")
     return grid, np.concatenate([r.normalized[r.valid] for r in results])
-
-
-def _save_png_atomic(figure: Figure, path: Path, dpi: int) -> None:
-    """Save to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp_name, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
