@@ -17,7 +17,6 @@ from zennit.torchvision import ResNetCanonizer
 
 from audio_cnn.model import AudioCNN
 from zennit_drsa.collect import Collection, collect
-
 from zennit_drsa.context import RATIO_EPSILON, LayerContext
 
 # The package re-exports the function `collect`, which shadows the submodule attribute.
