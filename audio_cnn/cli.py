@@ -93,6 +93,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         settings["augmentation"] = DEFAULT_AUGMENTATION
     if args.spec_augment is not None:
         settings["spec_augment"] = args.spec_augment
+    TrainConfig.from_dict(settings)  # report bad settings before reading the data directory
     preset = args.preset or open_dataset_dir(args.data).preset
     return TrainConfig.preset(preset, **settings)
 

@@ -62,9 +62,11 @@ def test_train_writes_a_complete_run(toy_data, tmp_path):
 
 
 def test_same_seed_same_weights_and_resume_after_kill_reproduces_them(toy_data, tmp_path):
-    settings = {**TINY, "epochs": 4, "augmentation": {"gain": {"p": 0.5}, "noise": {"p": 0.5}}}
+    augmentation = {"gain": {"p": 0.5}, "noise": {"p": 0.5}}
+    settings = {**TINY, "epochs": 4, "augmentation": augmentation, "spec_augment": True}
     reference = tmp_path / "reference"
-    train(toy_data, reference, config=TrainConfig(**settings), progress=False)
+    # The command line applies the data's preset (toy) under the settings file, as here.
+    train(toy_data, reference, config=TrainConfig.preset("toy", **settings), progress=False)
 
     # Kill a real training process (SIGKILL: no clean-up) after its first checkpoint.
     killed = tmp_path / "killed"
