@@ -1,5 +1,5 @@
 # Two commands do all the set-up (see README):
-#   make demo   create/refresh .venv, then run the main job on synthetic data
+#   make demo   create/refresh .venv, then run the DRSA demo on synthetic data (report.html)
 #   make test   create/refresh .venv, then lint and run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -24,9 +24,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/audio-cnn synth $(DEMO_OUT)/data
-	$(BIN)/audio-cnn train $(DEMO_OUT)/data --out $(DEMO_OUT)/run
-	$(BIN)/audio-cnn evaluate $(DEMO_OUT)/run $(DEMO_OUT)/data --json
+	$(BIN)/zennit-drsa demo --out $(DEMO_OUT)
 
 test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest

@@ -33,3 +33,14 @@ html_theme_options = {
     "description": "Concept-level explanations of audio neural networks",
     "fixed_sidebar": True,
 }
+
+
+def _skip_generated_request_methods(app, what, name, obj, skip, options):
+    """scikit-learn generates ``set_*_request`` methods whose docstrings cite its glossary."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return skip
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_generated_request_methods)

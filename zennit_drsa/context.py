@@ -198,14 +198,15 @@ class LayerContext:
     For further backward passes from the layer (concept heatmaps), use the steps separately:
     ``output = layer.forward(x)``, ``relevance, context = layer.backward(output,
     attr_output, retain_graph=True)``, then differentiate ``layer.activation`` (still attached
-    to the graph, rules active) with respect to ``layer.input``.
+    to the graph, rules active) with respect to ``layer.input``; finally ``layer.clear()``.
 
     Attributes
     ----------
     name:
         Resolved layer name (set on entering).
     input, activation:
-        Model input and layer output ``a`` of the last :meth:`forward`, attached to the graph.
+        Model input (a tuple for several inputs) and layer output ``a`` of the last
+        :meth:`forward`, attached to the graph.
     bypass:
         Whether relevance also flows around the layer in the last forward (see module docs).
     consumers:
@@ -344,14 +345,19 @@ class LayerContext:
 
     # -- computation ----------------------------------------------------------------------
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor | tuple[torch.Tensor, ...], *args: Any) -> torch.Tensor:
         """Run the model, recording the layer output as :attr:`activation`.
 
         Parameters
         ----------
         input:
-            Model input ``(B, ...)``. If it does not require gradients, a detached copy that
-            does is used (kept as :attr:`input`).
+            Model input ``(B, ...)``, or a tuple of such tensors for a model taking several
+            (passed as separate positional arguments). An input that does not require gradients
+            is replaced by a detached copy that does; :attr:`input` keeps what was used (a tuple
+            if a tuple was given).
+        *args:
+            Further positional arguments of the model's ``forward``, passed after the inputs;
+            they are not differentiated.
 
         Returns
         -------
@@ -365,18 +371,22 @@ class LayerContext:
             operation changed the layer output, or (exact mode) no rule consumes the layer output.
         """
         self._require_active()
-        if not input.is_floating_point():
-            raise TypeError(f"the model input must be floating point, got {input.dtype}")
+        inputs = input if isinstance(input, tuple) else (input,)
+        if not inputs:
+            raise ValueError("the model input is an empty tuple; pass at least one tensor")
+        for x in inputs:
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+                got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+                raise TypeError(f"the model input must be a floating point tensor, got {got}")
         if self.model.training:
             # Canonizers may add modules left in training mode; only a switch back counts.
             check_eval(self.model)
         self._reset_records()
         self.activation = None
-        if not input.requires_grad:
-            input = input.detach().requires_grad_()
-        self.input = input
+        inputs = tuple(x if x.requires_grad else x.detach().requires_grad_() for x in inputs)
+        self.input = inputs if isinstance(input, tuple) else inputs[0]
         with torch.enable_grad():
-            output = self.model(input)
+            output = self.model(*inputs, *args)
         check_single_call(self.name, self._layer_calls)
         reused = [self._names[m] for m, calls in self._rule_calls.items() if calls > 1]
         if reused:
@@ -401,7 +411,7 @@ class LayerContext:
                 "context needs a differentiable model"
             )
         layer_node = activation.grad_fn
-        self.bypass = _reaches(output.grad_fn, _input_matcher(input), stop={layer_node})
+        self.bypass = _reaches(output.grad_fn, _input_matcher(inputs), stop={layer_node})
         if self.mode == "exact":
             stops = {out.grad_fn for out in self._outputs.values()} - {None}
             self._consumer_modules = [
@@ -489,13 +499,20 @@ class LayerContext:
             relevance=relevance,
             bypass=bool(self.bypass),
         )
+        self.clear()
+        return result
+
+    def clear(self) -> None:
+        """Forget the last forward pass, so that its autograd graph can be freed.
+
+        Call it after the last backward pass through a graph built by :meth:`forward` (the
+        ``__call__`` shortcut does). Zennit keeps a handle per hooked module and forward until
+        its hooks are removed; dropping them keeps memory flat over many batches.
+        """
         self._reset_records()
         self.input = self.activation = None
-        # Zennit keeps a handle per hooked module and forward until its hooks are removed; the
-        # graph they point into is gone, so drop them to keep memory flat over many batches.
         for hook in self._hooks.values():
             hook.tensor_handles.remove()
-        return result
 
     def _check(
         self, relevance: torch.Tensor, activation: torch.Tensor, context: torch.Tensor
@@ -553,12 +570,13 @@ def _zennit_hooks(model: nn.Module) -> dict[nn.Module, Hook]:
     return found
 
 
-def _input_matcher(input: torch.Tensor) -> Callable[[Any], bool]:
-    """Predicate recognising the autograd node through which gradients reach ``input``."""
-    if input.grad_fn is not None:
-        node = input.grad_fn
-        return lambda candidate: candidate is node
-    return lambda candidate: getattr(candidate, "variable", None) is input
+def _input_matcher(inputs: Sequence[torch.Tensor]) -> Callable[[Any], bool]:
+    """Predicate recognising the autograd nodes through which gradients reach ``inputs``."""
+    nodes = {x.grad_fn for x in inputs if x.grad_fn is not None}
+    leaves = [x for x in inputs if x.grad_fn is None]
+    return lambda candidate: (
+        candidate in nodes or any(getattr(candidate, "variable", None) is x for x in leaves)
+    )
 
 
 def _reaches(start: Any, is_target: Callable[[Any], bool], stop: set[Any]) -> bool:

@@ -1,0 +1,311 @@
+"""DRSA concept heatmaps as a Zennit :class:`~zennit.attribution.Attributor`.
+
+:class:`DRSAAttributor` is used like Zennit's ``Gradient``::
+
+    with DRSAAttributor(model, composite, layer="features.10", subspaces=drsa) as attributor:
+        output, relevance = attributor(x, attr_output)
+
+``relevance`` is ``(B, K + 1, *x.shape[1:])``: one LRP heatmap per subspace, in subspace
+order, then the residual; ``relevance.sum(1)`` is the standard LRP heatmap (unless a skip
+connection bypasses the layer). :meth:`DRSAAttributor.explain` returns the same maps with the
+concept relevances at the layer in a :class:`ConceptExplanation`.
+
+Cost: one forward pass, one backward pass from the output to the layer, and one batched
+backward pass from the layer to the input for all ``K + 1`` maps (see
+:mod:`zennit_drsa._propagation`). The composite's rules are left as they are; the projection
+happens between the two backward passes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from zennit.attribution import Attributor, constant
+from zennit.core import Composite
+from zennit.types import BatchNorm
+
+from ._propagation import check_chunk_size, check_input, propagate
+from ._subspaces import ConceptSubspaces
+from .context import ContextMode, LayerContext, Target, target_gradient
+
+__all__ = ["ConceptExplanation", "DRSAAttributor"]
+
+AttrOutput = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ConceptExplanation:
+    """Concept heatmaps and concept relevances for one batch (all tensors detached).
+
+    Attributes
+    ----------
+    output:
+        Model output, e.g. ``(B, n_classes)`` logits.
+    heatmaps:
+        ``(B, K + 1, *input_shape)``: the LRP heatmap of each subspace's relevance, in
+        subspace order, then of the residual.
+    layer_relevance:
+        ``(B, K + 1)``: relevance of each subspace at the layer, ``Σ_locations aᵀ P_k c``
+        (not clipped), then of the residual. Its row sums are the layer's LRP relevance.
+    layer:
+        Name of the layer.
+    bypass:
+        ``(B, *input_shape)``: relevance reaching the input through skip connections around
+        the layer, or ``None`` when nothing bypasses it.
+    classes:
+        ``(B,)`` class whose subspaces explained each sample (per-class subspaces), else
+        ``None``.
+    """
+
+    output: torch.Tensor
+    heatmaps: torch.Tensor
+    layer_relevance: torch.Tensor
+    layer: str
+    bypass: torch.Tensor | None = None
+    classes: torch.Tensor | None = None
+
+    @property
+    def n_subspaces(self) -> int:
+        """Number of subspaces ``K``."""
+        return self.heatmaps.shape[1] - 1
+
+    @property
+    def concepts(self) -> torch.Tensor:
+        """``(B, K, *input_shape)`` concept heatmaps."""
+        return self.heatmaps[:, :-1]
+
+    @property
+    def residual(self) -> torch.Tensor:
+        """``(B, *input_shape)`` heatmap of the residual (what no subspace holds)."""
+        return self.heatmaps[:, -1]
+
+    @property
+    def standard(self) -> torch.Tensor:
+        """``(B, *input_shape)`` standard LRP heatmap: all maps plus the bypassing relevance."""
+        total = self.heatmaps.sum(dim=1)
+        return total if self.bypass is None else total + self.bypass
+
+    @property
+    def layer_total(self) -> torch.Tensor:
+        """``(B,)`` LRP relevance of the whole layer, ``Σ a ⊙ c``."""
+        return self.layer_relevance.sum(dim=1)
+
+
+class DRSAAttributor(Attributor):
+    """Zennit attributor returning one LRP heatmap per concept subspace, plus the residual.
+
+    Parameters
+    ----------
+    model:
+        Model in eval mode; every module with an LRP rule must run once per forward pass.
+    composite:
+        Zennit composite (with its canonizers) defining the LRP rules; registered by the
+        attributor (in ``with`` blocks or for each call), so do not register it yourself.
+    layer:
+        Name (``"features.10"``) or module of the layer whose output the subspaces decompose.
+    subspaces:
+        A fitted estimator (anything with ``components_`` ``(Σd_k, d)`` and
+        ``subspace_sizes_``), or a mapping class index → estimator so that each sample uses
+        the subspaces of the class it is explained for (all with the same ``K``).
+    attr_output:
+        Default relevance placed on the output (Zennit's convention): a tensor of the output's
+        shape or a callable ``output -> tensor``; ``None`` takes the output itself.
+    chunk_size:
+        Most heatmaps propagated together in one batched backward pass, bounding memory to
+        about ``chunk_size`` backward passes; ``None``: all ``K + 1`` at once.
+    context:
+        ``"exact"`` (default) or ``"ratio"`` context at the layer (see
+        :class:`~zennit_drsa.context.LayerContext`); use the mode the subspaces were fit with.
+
+    Examples
+    --------
+    >>> with DRSAAttributor(model, composite, "features.10", drsa) as attributor:  # doctest: +SKIP
+    ...     output, relevance = attributor(x, torch.eye(10)[[3] * len(x)])
+    ...     explanation = attributor.explain(x, target=3)
+    >>> explanation.layer_relevance  # (B, K + 1)  # doctest: +SKIP
+
+    Warns
+    -----
+    UserWarning
+        On entering, for batch-norm modules not merged by a canonizer; on each call, when a
+        skip connection bypasses the layer.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        composite: Composite,
+        layer: str | nn.Module,
+        subspaces: Any,
+        *,
+        attr_output: AttrOutput | None = None,
+        chunk_size: int | None = 8,
+        context: ContextMode = "exact",
+    ) -> None:
+        if not isinstance(composite, Composite):
+            raise TypeError(
+                f"composite must be a zennit Composite (e.g. EpsilonPlus() or "
+                f"zennit_drsa.composites.audio_composite('reference', model)), got "
+                f"{type(composite).__name__}"
+            )
+        super().__init__(model=model, composite=composite, attr_output=attr_output)
+        self.layer = layer
+        self.subspaces = ConceptSubspaces(subspaces)
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.layer_context = LayerContext(model, composite, layer, context=context)
+        self._entered = False
+
+    def __enter__(self) -> DRSAAttributor:
+        """Register the composite and the layer's observers on the model."""
+        self.layer_context.__enter__()
+        self._entered = True
+        try:
+            _warn_unmerged_batch_norm(self.model)
+        except BaseException:
+            # Warnings may be errors (``-W error``); leave the model as it was.
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> bool:
+        """Remove everything registered on entering."""
+        self._entered = False
+        self.layer_context.__exit__(*exc_info)
+        return False
+
+    def forward(
+        self, input: torch.Tensor, attr_output_fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zennit's entry point (called by ``attributor(input, attr_output)``).
+
+        Parameters
+        ----------
+        input:
+            Model input ``(B, ...)``.
+        attr_output_fn:
+            Function of the model output returning the relevance placed on it.
+
+        Returns
+        -------
+        (output, relevance)
+            Model output (detached) and ``(B, K + 1, *input.shape[1:])`` heatmaps.
+        """
+        explanation = self._explain(input, attr_output_fn)
+        return explanation.output, explanation.heatmaps
+
+    def explain(
+        self,
+        input: torch.Tensor,
+        target: Target | None = None,
+        *,
+        attr_output: AttrOutput | None = None,
+    ) -> ConceptExplanation:
+        """Concept heatmaps and concept relevances at the layer, from the same passes.
+
+        Parameters
+        ----------
+        input:
+            Model input ``(B, ...)``, finite floating point.
+        target:
+            What to explain: a class index, per-sample classes ``(B,)``, or a callable
+            ``output -> attr_output`` (see :func:`~zennit_drsa.context.target_gradient`).
+        attr_output:
+            Instead of ``target``, the relevance on the output in Zennit's convention (tensor
+            or callable). Neither: the attributor's default.
+
+        Returns
+        -------
+        ConceptExplanation
+            Heatmaps ``(B, K + 1, *input.shape[1:])``, layer relevances ``(B, K + 1)``, and
+            the bypassing relevance if a skip connection goes around the layer.
+
+        Raises
+        ------
+        ValueError
+            For bad inputs or targets, a model in training mode, an unknown layer, or
+            subspaces of the wrong dimension.
+        RuntimeError
+            If the layer is not reached or runs twice, or a module with a rule runs twice.
+        """
+        if target is not None and attr_output is not None:
+            raise ValueError("pass either target or attr_output, not both")
+        if target is not None:
+
+            def attr_output_fn(output: torch.Tensor) -> torch.Tensor:
+                return target_gradient(target, output)
+
+        elif attr_output is None:
+            attr_output_fn = self.attr_output_fn
+        elif callable(attr_output):
+            attr_output_fn = attr_output
+        else:
+            attr_output_fn = constant(attr_output)
+        if self._entered:
+            return self._explain(input, attr_output_fn)
+        with self:
+            return self._explain(input, attr_output_fn)
+
+    def _explain(
+        self, input: torch.Tensor, attr_output_fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> ConceptExplanation:
+        if not self._entered:
+            raise RuntimeError(
+                "the composite is registered on the model but not by this attributor; "
+                "DRSAAttributor registers it itself: remove it and use `with "
+                "DRSAAttributor(...) as attributor:` or call the attributor directly"
+            )
+        check_input(input)
+        layer = self.layer_context
+        try:
+            with torch.enable_grad():
+                output = layer.forward(input)
+                attr_output = target_gradient(attr_output_fn, output.detach())
+                result = propagate(
+                    layer, output, attr_output, self.subspaces, chunk_size=self.chunk_size
+                )
+        finally:
+            layer.clear()
+        return ConceptExplanation(
+            output=result.output,
+            heatmaps=result.heatmaps[0],
+            layer_relevance=result.layer_relevance,
+            layer=layer.name,
+            bypass=None if result.bypass is None else result.bypass[0],
+            classes=result.classes,
+        )
+
+
+def _warn_unmerged_batch_norm(model: nn.Module) -> None:
+    """Warn about batch norms that no canonizer turned into the identity."""
+    unmerged = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, BatchNorm) and not _is_identity_batch_norm(module)
+    ]
+    if unmerged:
+        warnings.warn(
+            f"batch-norm modules {unmerged} are not merged into the preceding layers, so LRP "
+            "passes relevance through them unchanged and conservation breaks; add a canonizer "
+            "to the composite (zennit.canonizers.SequentialMergeBatchNorm(), VGGCanonizer, "
+            "ResNetCanonizer), or build it with zennit_drsa.composites.audio_composite",
+            stacklevel=3,
+        )
+
+
+def _is_identity_batch_norm(module: nn.Module) -> bool:
+    """Whether a batch norm computes (nearly) the identity, as a merging canonizer leaves it."""
+    mean, var = module.running_mean, module.running_var
+    if mean is None or var is None:
+        return False
+    weight, bias = module.weight, module.bias
+    return bool(
+        (mean == 0).all()
+        and (var == 1).all()
+        and (weight is None or (weight == 1).all())
+        and (bias is None or (bias == 0).all())
+    )

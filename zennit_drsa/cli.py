@@ -1,0 +1,153 @@
+"""The ``zennit-drsa`` command: the toy demo, and fit / explain / evaluate / report for a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+# Flags that map one-to-one onto AnalysisConfig fields (flag name → type).
+_CONFIG_FLAGS = {
+    "layer": str,
+    "n_subspaces": int,
+    "subspace_dim": int,
+    "n_locations": int,
+    "fit_clips_per_class": int,
+    "eval_clips_per_class": int,
+    "composite": str,
+    "max_iter": int,
+    "n_restarts": int,
+    "tol": float,
+    "ordering": str,
+    "removal": float,
+    "score": str,
+    "batch_size": int,
+    "device": str,
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zennit-drsa",
+        description="Concept explanations (DRSA) of an audio CNN: fit, explain, evaluate, report.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="synthesise the toy task, train the CNN, analyse it, write a report"
+    )
+    demo.add_argument("--out", type=Path, required=True, help="output directory")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--clips-per-class", type=int, default=700)
+    demo.add_argument("--epochs", type=int, default=12)
+    demo.add_argument(
+        "--max-minutes", type=float, help="training time budget (default: none, reproducible)"
+    )
+    demo.add_argument("--no-progress", action="store_true")
+
+    fit = commands.add_parser("fit", help="fit DRSA and the baselines per class for a run")
+    fit.add_argument("run", type=Path, help="run directory written by 'audio-cnn train'")
+    fit.add_argument("data", type=Path, help="the dataset the run was trained on")
+    fit.add_argument("--out", type=Path, required=True, help="analysis directory to write")
+    fit.add_argument("--config", type=Path, help="JSON file of analysis settings")
+    fit.add_argument("--methods", help="comma-separated, e.g. drsa,prca,dsa,random")
+    fit.add_argument("--seeds", type=int, nargs="+", help="seeds of the random baseline and DRSA")
+    fit.add_argument("--patch-size", type=int, nargs=2, metavar=("MELS", "FRAMES"))
+    fit.add_argument("--no-progress", action="store_true")
+    for flag, kind in _CONFIG_FLAGS.items():
+        fit.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind)
+
+    for name, text in (
+        ("explain", "concept heatmaps of test chunks (after fit)"),
+        ("evaluate", "patch flipping, concept recovery and accuracy (after explain)"),
+        ("report", "write report.html and summary.json (after evaluate)"),
+    ):
+        step = commands.add_parser(name, help=text)
+        step.add_argument("out", type=Path, help="analysis directory written by 'fit'")
+        step.add_argument("--no-progress", action="store_true")
+        if name == "report":
+            step.add_argument("--examples-per-class", type=int, default=2)
+    return parser
+
+
+def _analysis_config(args: argparse.Namespace) -> Any:
+    from zennit_drsa.analysis import AnalysisConfig
+
+    settings: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            settings = json.loads(args.config.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read analysis config {args.config}: {error}") from error
+        if not isinstance(settings, dict):
+            raise ValueError(f"{args.config} must hold a JSON object of analysis settings")
+    settings.update({k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None})
+    if args.methods is not None:
+        settings["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.seeds is not None:
+        settings["seeds"] = args.seeds
+    if args.patch_size is not None:
+        settings["patch_size"] = args.patch_size
+    return AnalysisConfig.from_dict(settings)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from zennit_drsa import analysis
+
+    progress = not args.no_progress
+    if args.command == "demo":
+        if args.clips_per_class < 10:
+            raise ValueError(f"--clips-per-class must be at least 10, got {args.clips_per_class}")
+        analysis.run_demo(
+            args.out,
+            clips_per_class=args.clips_per_class,
+            epochs=args.epochs,
+            max_minutes=args.max_minutes,
+            seed=args.seed,
+            progress=progress,
+        )
+    elif args.command == "fit":
+        config = _analysis_config(args)
+        state = analysis.fit_concepts(args.run, args.data, args.out, config, progress=progress)
+        print(
+            f"fitted {', '.join(config.methods)} at layer {state['layer']} for "
+            f"{len(state['class_names'])} classes; next: zennit-drsa explain {args.out}"
+        )
+    elif args.command == "explain":
+        folder = analysis.explain_concepts(args.out, progress=progress)
+        print(f"explanations in {folder}; next: zennit-drsa evaluate {args.out}")
+    elif args.command == "evaluate":
+        folder = analysis.evaluate_concepts(args.out, progress=progress)
+        print(f"evaluation in {folder}; next: zennit-drsa report {args.out}")
+    elif args.command == "report":
+        summary = analysis.write_report(
+            args.out, examples_per_class=args.examples_per_class, progress=progress
+        )
+        print(analysis.format_summary(summary))
+        print(f"report: {args.out / 'report.html'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``zennit-drsa``; returns the process exit status."""
+    args = _build_parser().parse_args(argv)
+    from audio_cnn.audio_io import AudioDecodeError
+    from audio_cnn.train import TrainingDivergedError
+
+    try:
+        return _run(args)
+    except (ValueError, OSError, AudioDecodeError, TrainingDivergedError) as error:
+        print(f"zennit-drsa {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Barzilai–Borwein gradient ascent on the Stiefel manifold, batched over restarts.
+
+The engine of the default DRSA solver: per-restart step sizes, nonmonotone acceptance,
+early stopping, pruning to the leading restart, and re-initialisation of dead subspaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from zennit_drsa.estimators._linalg import symmetric_decorrelation
+from zennit_drsa.estimators.objective import Evaluation, RelevanceProblem
+
+__all__ = ["Reporter", "SolverResult", "ascend"]
+
+# Nonmonotone acceptance: a step is kept if it beats the worst of this many recent objectives.
+_MEMORY = 5
+# Convergence is judged on the best objective over this many iterations.
+_WINDOW = 10
+# Barzilai–Borwein steps are clipped to this range (in units of the normalised data).
+_STEP_RANGE = (1e-8, 1e8)
+# A restart whose subspaces keep dying is given up on after this many re-initialisations.
+_MAX_REVIVALS = 20
+
+
+@dataclass(frozen=True)
+class SolverResult:
+    """What a solver found.
+
+    Attributes
+    ----------
+    basis : numpy.ndarray
+        ``(d, m)`` float64 with orthonormal columns, subspaces in the order of ``sizes``.
+    objective : float
+        Objective ``J`` of ``basis`` on the solver's (normalised) data.
+    trace : numpy.ndarray
+        ``(n_iter + 1,)`` objective of the kept restart at the start and after every iteration.
+    n_iter : int
+        Iterations run (each one evaluation and one gradient for every live restart).
+    n_revived : int
+        Dead subspaces re-initialised (always 0 for the reference solver).
+    converged : bool or None
+        Whether the stopping criterion was met before ``max_iter``; ``None`` for solvers
+        without one.
+    """
+
+    basis: np.ndarray
+    objective: float
+    trace: np.ndarray
+    n_iter: int
+    n_revived: int
+    converged: bool | None
+
+
+class Reporter:
+    """Forwards per-iteration progress to a user callback, numbering iterations globally."""
+
+    def __init__(self, callback: Callable[[int, float], None] | None) -> None:
+        self.callback = callback
+        self.offset = 0
+
+    def __call__(self, iteration: int, best: torch.Tensor) -> None:
+        if self.callback is not None:
+            self.callback(self.offset + iteration, float(best.max()))
+
+
+def ascend(
+    problem: RelevanceProblem,
+    bases: torch.Tensor,
+    rng: np.random.Generator,
+    max_iter: int,
+    tol: float,
+    prune_after: int | None,
+    n_revived: int,
+    report: Reporter | None = None,
+) -> SolverResult:
+    """Batched Barzilai–Borwein ascent from ``bases`` ``(B, d, m)``; the best restart wins."""
+    evaluation, n_revived = _revive(problem, problem.evaluate(bases), rng, n_revived)
+    bases, objective, scores = evaluation.bases, evaluation.objective, evaluation.scores
+    gradient = _tangent(bases, problem.gradient(evaluation))
+    step = torch.ones(len(bases), dtype=torch.float64, device=problem.device)
+    recent = [objective]
+    best, best_bases = objective.clone(), bases.clone()
+    history = [best.clone()]
+    running = torch.ones(len(bases), dtype=torch.bool, device=problem.device)
+    for iteration in range(1, max_iter + 1):
+        trial = problem.evaluate(symmetric_decorrelation(bases + step[:, None, None] * gradient))
+        accept = (trial.objective > torch.stack(recent[-_MEMORY:]).amin(dim=0)) & running
+        trial_gradient = _tangent(trial.bases, problem.gradient(trial))
+        step = torch.where(
+            accept,
+            _barzilai_borwein(trial.bases - bases, trial_gradient - gradient, iteration),
+            step / 2,
+        )
+        if bool(accept.all()):
+            bases, objective, scores = trial.bases, trial.objective, trial.scores
+            gradient = trial_gradient
+        else:
+            bases = torch.where(accept[:, None, None], trial.bases, bases)
+            objective = torch.where(accept, trial.objective, objective)
+            scores = torch.where(accept[:, None], trial.scores, scores)
+            gradient = torch.where(accept[:, None, None], trial_gradient, gradient)
+        if bool((scores <= 0).any()):
+            evaluation, n_revived = _revive(problem, problem.evaluate(bases), rng, n_revived)
+            bases, objective, scores = evaluation.bases, evaluation.objective, evaluation.scores
+            gradient = _tangent(bases, problem.gradient(evaluation))
+            step = torch.ones_like(step)
+        recent.append(objective)
+        improved = objective > best
+        best = torch.where(improved, objective, best)
+        best_bases = torch.where(improved[:, None, None], bases, best_bases)
+        history.append(best.clone())
+        if report is not None:
+            report(iteration, best)
+        if iteration > _WINDOW:
+            gain = best - history[-1 - _WINDOW]
+            running &= (gain > tol * best.abs()) & (step > _STEP_RANGE[0])
+        if prune_after is not None and iteration == prune_after and len(bases) > 1:
+            keep = torch.argmax(best).reshape(1)
+            bases, objective, scores = bases[keep], objective[keep], scores[keep]
+            gradient, step, running = gradient[keep], step[keep], running[keep]
+            best, best_bases = best[keep], best_bases[keep]
+            recent = [value[keep] for value in recent]
+            history = [value[keep] for value in history]
+        if not bool(running.any()):
+            break
+    winner = int(torch.argmax(best))
+    return SolverResult(
+        best_bases[winner].cpu().numpy(),
+        float(best[winner]),
+        torch.stack(history)[:, winner].cpu().numpy(),
+        len(history) - 1,
+        n_revived,
+        not bool(running.any()),
+    )
+
+
+def _tangent(bases: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """Project Euclidean gradients on the Stiefel tangent space: ``G − U sym(UᵀG)``."""
+    inner = bases.mT @ gradient
+    return gradient - bases @ ((inner + inner.mT) / 2)
+
+
+def _barzilai_borwein(
+    displacement: torch.Tensor, change: torch.Tensor, iteration: int
+) -> torch.Tensor:
+    """Alternating long/short Barzilai–Borwein steps ``(B,)`` for gradient *ascent*."""
+    ss = displacement.square().sum(dim=(1, 2))
+    sy = (displacement * change).sum(dim=(1, 2)).abs()
+    yy = change.square().sum(dim=(1, 2))
+    tiny = torch.finfo(torch.float64).tiny
+    step = ss / sy.clamp_min(tiny) if iteration % 2 else sy / yy.clamp_min(tiny)
+    return step.nan_to_num(_STEP_RANGE[1]).clamp(*_STEP_RANGE)
+
+
+def _revive(
+    problem: RelevanceProblem, evaluation: Evaluation, rng: np.random.Generator, n_revived: int
+) -> tuple[Evaluation, int]:
+    """Re-draw dead subspaces in the complement of the live ones until none is dead.
+
+    A dead subspace has zero gradient and would stay dead forever. Gives up (leaving it
+    dead) after ``_MAX_REVIVALS`` re-draws in total, e.g. when fewer relevant directions
+    exist than subspaces.
+    """
+    offsets = np.cumsum((0, *problem.sizes))
+    while n_revived < _MAX_REVIVALS:
+        dead = (evaluation.scores <= 0).cpu().numpy()
+        if not dead.any():
+            break
+        bases = evaluation.bases.cpu().numpy().copy()
+        for restart, subspace in zip(*np.nonzero(dead), strict=True):
+            columns = slice(offsets[subspace], offsets[subspace + 1])
+            others = np.delete(bases[restart], np.s_[columns], axis=1)
+            draw = rng.standard_normal((problem.n_features, problem.sizes[subspace]))
+            draw -= others @ (others.T @ draw)
+            bases[restart][:, columns] = np.linalg.qr(draw)[0]
+            n_revived += 1
+        evaluation = problem.evaluate(torch.as_tensor(bases, device=problem.device))
+    return evaluation, n_revived

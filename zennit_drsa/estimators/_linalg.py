@@ -1,0 +1,97 @@
+"""Orthonormal bases: Haar sampling, symmetric decorrelation, eigenvectors, checks.
+
+Everything here works on one basis ``(d, m)`` or a batch ``(B, d, m)`` whose columns are
+(meant to be) orthonormal. Decompositions run in float64 whatever the input precision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = [
+    "haar_orthonormal",
+    "orthonormality_error",
+    "symmetric_decorrelation",
+    "top_eigenvectors",
+]
+
+
+def haar_orthonormal(rng: np.random.Generator, d: int, m: int, batch: int = 1) -> np.ndarray:
+    """Draw ``batch`` independent Haar-random ``d × m`` matrices with orthonormal columns.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness; drawing on the CPU keeps results identical on every device.
+    d, m : int
+        Ambient dimension and number of columns, ``m <= d``.
+    batch : int
+        Number of independent draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(batch, d, m)`` float64: the first ``m`` columns of Haar-random orthogonal matrices.
+    """
+    gaussian = rng.standard_normal((batch, d, m))
+    q, r = np.linalg.qr(gaussian)
+    # QR alone is not Haar-distributed; fixing the signs of diag(R) makes it so (Mezzadri 2007).
+    signs = np.sign(np.diagonal(r, axis1=-2, axis2=-1))
+    signs[signs == 0] = 1.0
+    return q * signs[:, None, :]
+
+
+def symmetric_decorrelation(basis: torch.Tensor) -> torch.Tensor:
+    """Return ``U (UᵀU)^(-1/2)``, the orthonormal matrix closest to ``U`` (polar factor).
+
+    Parameters
+    ----------
+    basis : torch.Tensor
+        ``(d, m)`` or ``(B, d, m)`` with linearly independent columns.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape, float64, orthonormal columns.
+    """
+    basis = basis.to(torch.float64)
+    gram = basis.mT @ basis
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+    # A rank-deficient step would produce inf here; fail loudly instead of spreading NaNs.
+    if not bool((eigenvalues > 0).all()):
+        raise FloatingPointError(
+            "symmetric decorrelation of a rank-deficient basis; the step size is too large "
+            "or the data are degenerate"
+        )
+    inverse_root = (eigenvectors * eigenvalues.rsqrt().unsqueeze(-2)) @ eigenvectors.mT
+    return basis @ inverse_root
+
+
+def top_eigenvectors(matrix: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors of a symmetric matrix for its ``m`` largest eigenvalues.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        ``(d, d)`` symmetric (only the lower triangle is read).
+    m : int
+        Number of eigenvectors, ``m <= d``.
+
+    Returns
+    -------
+    eigenvalues : numpy.ndarray
+        ``(m,)`` float64, in decreasing order.
+    eigenvectors : numpy.ndarray
+        ``(d, m)`` float64, orthonormal columns in the same order.
+    """
+    eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(matrix, dtype=np.float64))
+    order = np.argsort(eigenvalues)[::-1][:m]
+    return eigenvalues[order], eigenvectors[:, order]
+
+
+def orthonormality_error(rows: np.ndarray) -> float:
+    """Largest absolute entry of ``W Wᵀ − I`` for a ``(m, d)`` matrix ``W`` (0 if orthonormal)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    gram = rows @ rows.T
+    return float(np.abs(gram - np.eye(len(rows))).max(initial=0.0))

@@ -1,0 +1,193 @@
+"""The DRSA objective: power-mean pooling of subspace relevances, and its closed-form gradient.
+
+For bases ``U = [U_1 … U_K]`` (``d × m``, ``m = Σ d_k``) and data pairs ``(a_i, c_i)``::
+
+    R_ik = (U_kᵀ a_i)ᵀ (U_kᵀ c_i)                   subspace relevance
+    s_k  = M_p over i of max(0, R_ik)               M_p(x) = (mean x^p)^(1/p)
+    J    = M_q over k of s_k
+
+With ``X_a = A U`` and ``X_c = C U`` (``n × m``) and ``G_ik = ∂J/∂R_ik`` broadcast to the
+columns of subspace ``k``, the Euclidean gradient is ``Aᵀ(G ⊙ X_c) + Cᵀ(G ⊙ X_a)``: two
+``n × d × m`` matmuls per evaluation, one for the projections and one for the gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Evaluation", "RelevanceProblem", "pool_relevance"]
+
+
+def pool_relevance(
+    relevance: torch.Tensor, p: float, q: float, sample_weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pool subspace relevances into the DRSA objective and differentiate it.
+
+    Parameters
+    ----------
+    relevance : torch.Tensor
+        ``(n, B, K)`` relevance ``R_ik`` of ``n`` samples in ``K`` subspaces for ``B`` bases.
+    p : float
+        Order of the power mean over samples (``p >= 1``; 2 is a soft maximum).
+    q : float
+        Order of the power mean over subspaces (``q > 0``; 0.5 is a soft minimum).
+    sample_weight : torch.Tensor, optional
+        ``(n,)`` non-negative weights of the samples in the mean over samples (same dtype
+        as ``relevance``); uniform if omitted.
+
+    Returns
+    -------
+    objective : torch.Tensor
+        ``(B,)`` the objective ``J`` of every basis.
+    scores : torch.Tensor
+        ``(B, K)`` the per-subspace pooled relevance ``s_k``; 0 marks a dead subspace.
+    weights : torch.Tensor
+        ``(n, B, K)`` the derivative ``∂J/∂R_ik``. It is exactly 0 for clipped samples and
+        for dead subspaces (where the chain rule would otherwise give ``0 · ∞``).
+    """
+    n, _, k = relevance.shape
+    if sample_weight is None:
+        share = torch.full((n, 1, 1), 1.0 / n, dtype=relevance.dtype, device=relevance.device)
+    else:
+        share = (sample_weight / sample_weight.sum())[:, None, None]
+    clipped = relevance.clamp_min(0.0)
+    scores = (share * clipped.pow(p)).sum(dim=0).pow(1.0 / p)
+    objective = scores.pow(q).mean(dim=1).pow(1.0 / q)
+    alive = scores > 0
+    # ∂J/∂R_ik = J^(1-q) s_k^(q-p) r_ik^(p-1) share_i / K for r_ik > 0; avoids 0^negative.
+    safe_scores = torch.where(alive, scores, torch.ones_like(scores))
+    coefficient = torch.where(
+        alive, objective[:, None].pow(1.0 - q) * safe_scores.pow(q - p) / k, 0.0
+    )
+    positive = relevance > 0
+    slope = torch.where(positive, clipped, torch.ones_like(clipped)).pow(p - 1.0)
+    weights = torch.where(positive, share * coefficient * slope, 0.0)
+    return objective, scores, weights
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The objective at a batch of bases, with what its gradient needs.
+
+    Attributes
+    ----------
+    bases : torch.Tensor
+        ``(B, d, m)`` float64 bases that were evaluated.
+    objective : torch.Tensor
+        ``(B,)`` float64 objective ``J``.
+    scores : torch.Tensor
+        ``(B, K)`` float64 pooled relevance per subspace (0 = dead).
+    projections : torch.Tensor
+        ``(rows, B·m)`` data projected on the bases, in the compute dtype (``rows = 2n`` with
+        context, ``n`` without).
+    weights : torch.Tensor
+        ``(n, B, K)`` float64 ``∂J/∂R``.
+    """
+
+    bases: torch.Tensor
+    objective: torch.Tensor
+    scores: torch.Tensor
+    projections: torch.Tensor
+    weights: torch.Tensor
+
+
+class RelevanceProblem:
+    """One DRSA objective on fixed data, evaluated for batches of bases.
+
+    Parameters
+    ----------
+    activations : torch.Tensor
+        ``(n, d)`` activation vectors; their dtype and device are the compute dtype and device.
+    context : torch.Tensor or None
+        ``(n, d)`` context vectors aligned with ``activations``. ``None`` means the context is
+        the activations themselves (``R_k = ‖U_kᵀa‖² ≥ 0``, the DSA objective), which halves
+        the cost.
+    sizes : sequence of int
+        Subspace dimensions ``d_k``; their sum ``m`` is at most ``d``.
+    p, q : float
+        Pooling orders, see :func:`pool_relevance`.
+    """
+
+    def __init__(
+        self,
+        activations: torch.Tensor,
+        context: torch.Tensor | None,
+        sizes: Sequence[int],
+        p: float,
+        q: float,
+    ) -> None:
+        self.n_samples, self.n_features = activations.shape
+        self.symmetric = context is None
+        # One stacked matrix turns the A- and C-products into a single matmul each way.
+        self._data = activations if context is None else torch.cat([activations, context])
+        self.sizes = tuple(int(size) for size in sizes)
+        self.width = sum(self.sizes)
+        self.p = float(p)
+        self.q = float(q)
+        device = activations.device
+        column_subspace = torch.repeat_interleave(
+            torch.arange(len(self.sizes), device=device), torch.tensor(self.sizes, device=device)
+        )
+        # (m, K) indicator: column j belongs to subspace k.
+        self._membership = torch.nn.functional.one_hot(column_subspace, len(self.sizes)).to(
+            activations.dtype
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the data."""
+        return self._data.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the data matmuls."""
+        return self._data.dtype
+
+    def evaluate(self, bases: torch.Tensor) -> Evaluation:
+        """Objective and subspace scores of every basis in ``bases`` ``(B, d, m)``."""
+        batch = bases.shape[0]
+        flat = bases.permute(1, 0, 2).reshape(self.n_features, batch * self.width)
+        projections = self._data @ flat.to(self.dtype)
+        products = self._pair_products(projections, batch)
+        relevance = (products @ self._membership).to(torch.float64)
+        objective, scores, weights = pool_relevance(relevance, self.p, self.q)
+        return Evaluation(bases, objective, scores, projections, weights)
+
+    def gradient(self, evaluation: Evaluation) -> torch.Tensor:
+        """Euclidean gradient ``∂J/∂U`` ``(B, d, m)`` float64 at an evaluated batch."""
+        n, batch = self.n_samples, evaluation.bases.shape[0]
+        # Broadcasting ∂J/∂R to the columns by a small matmul is much faster than indexing.
+        weights = evaluation.weights.to(self.dtype) @ self._membership.T
+        projections = evaluation.projections.view(-1, batch, self.width)
+        cotangent = torch.empty_like(projections)
+        if self.symmetric:
+            torch.mul(weights, projections, out=cotangent).mul_(2.0)
+        else:
+            torch.mul(weights, projections[n:], out=cotangent[:n])
+            torch.mul(weights, projections[:n], out=cotangent[n:])
+        gradient = self._data.mT @ cotangent.view(-1, batch * self.width)
+        return gradient.view(self.n_features, batch, self.width).permute(1, 0, 2).double()
+
+    def project(self, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Coordinates ``(n, m)`` of the activations and of the context (``None`` when the
+        problem has no separate context) on the columns of ``basis`` ``(d, m)``."""
+        projections = self._data @ basis.to(device=self.device, dtype=self.dtype)
+        if self.symmetric:
+            return projections, None
+        return projections[: self.n_samples], projections[self.n_samples :]
+
+    def column_relevance(self, basis: torch.Tensor) -> torch.Tensor:
+        """Relevance ``(n, m)`` float64 of every sample along every column of ``basis``."""
+        activations, context = self.project(basis)
+        activations = activations.double()
+        return activations * (activations if context is None else context.double())
+
+    def _pair_products(self, projections: torch.Tensor, batch: int) -> torch.Tensor:
+        """Elementwise ``(U_kᵀa)(U_kᵀc)`` per column, ``(n, B, m)``."""
+        projections = projections.view(-1, batch, self.width)
+        if self.symmetric:
+            return projections.square()
+        return projections[: self.n_samples] * projections[self.n_samples :]

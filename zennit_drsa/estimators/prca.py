@@ -1,0 +1,52 @@
+"""PRCA: Principal Relevant Component Analysis, the closed-form relevance baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from zennit_drsa.estimators._base import FittedBasis, SubspaceEstimator, TrainingData
+from zennit_drsa.estimators._linalg import top_eigenvectors
+
+__all__ = ["PRCA"]
+
+
+class PRCA(SubspaceEstimator):
+    """Subspaces from the top eigenvectors of the symmetrised cross-covariance
+    ``(AᵀC + CᵀA) / n``, grouped into consecutive blocks of ``d_k``.
+
+    The mean relevance captured by a span is the sum of its eigenvalues, so the span of all
+    blocks holds the most relevance any ``Σ d_k``-dimensional subspace can hold; how it is
+    cut into blocks is arbitrary when eigenvalues are close (PRCA does not disentangle).
+    With ``K = 1`` it is the classic one-subspace PRCA.
+
+    Parameters
+    ----------
+    n_subspaces : int, default=4
+        Number of subspaces ``K``.
+    subspace_dim : int, sequence of int or None, default=None
+        As for :class:`~zennit_drsa.estimators.DRSA`.
+
+    Attributes
+    ----------
+    See :class:`~zennit_drsa.estimators.SubspaceEstimator`; ``objective_`` is the DRSA
+    objective (``p = 2``, ``q = 1/2``) of the blocks on the normalised data.
+    """
+
+    _needs_context: ClassVar[bool] = True
+
+    def __init__(
+        self, n_subspaces: int = 4, subspace_dim: int | Sequence[int] | None = None
+    ) -> None:
+        self.n_subspaces = n_subspaces
+        self.subspace_dim = subspace_dim
+
+    def _fit_basis(self, data: TrainingData) -> FittedBasis:
+        activations = data.activations
+        context = activations if data.context is None else data.context
+        cross = activations.T @ context / len(activations)
+        _, basis = top_eigenvectors(cross + cross.T, sum(data.sizes))
+        objective = self._objective(basis, data)
+        return FittedBasis(basis, objective, np.array([objective]), 0)
