@@ -285,3 +285,26 @@ def test_exchange_leaves_assignment_local_maxima():
     assert matched_overlap(blocks, _projectors(stuck.basis, sizes)) < 0.9
     assert matched_overlap(blocks, _projectors(freed.basis, sizes)) > 0.98
     assert freed.objective > stuck.objective
+
+
+def test_subset_problem_is_the_problem_on_those_samples(rng):
+    a, c, u = _tiny_problem(rng, n=12)
+    rows = torch.tensor([0, 3, 4, 10])
+    sub = _problem(a, c, (2, 1)).subset(rows)
+    direct = _problem(a[rows.numpy()], c[rows.numpy()], (2, 1))
+    bases = torch.as_tensor(u[None])
+    assert float(sub.evaluate(bases).objective[0]) == float(direct.evaluate(bases).objective[0])
+
+
+def test_restarts_race_on_a_subsample_when_data_are_plentiful(rng):
+    """With 2 · 2048 samples or more, restarts are ranked on a subsample; the leader then
+    runs on all samples, and the objective reported is the full-data one."""
+    activations, context, blocks = planted_concepts(rng, n=5000, d=8, n_concepts=2, size=2)
+    problem = _problem(activations, context, (2, 2), dtype=torch.float32)
+    result = solve_riemannian(problem, np.random.default_rng(0), n_restarts=3, prune_after=20)
+    again = solve_riemannian(problem, np.random.default_rng(0), n_restarts=3, prune_after=20)
+    np.testing.assert_array_equal(result.basis, again.basis)
+    start = problem.evaluate(torch.as_tensor(result.basis[None])).objective
+    assert result.objective == pytest.approx(float(start[0]), rel=1e-6)
+    assert np.all(np.diff(result.trace) >= 0) and result.converged
+    assert matched_overlap(blocks, _projectors(result.basis, (2, 2))) > 0.95

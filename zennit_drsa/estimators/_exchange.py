@@ -20,9 +20,13 @@ from zennit_drsa.estimators.objective import RelevanceProblem, pool_relevance
 
 __all__ = ["exchange_directions"]
 
-# Budget of the inner optimisation that splits a subspace into pure directions.
-_ATOM_ITERATIONS = 100
-_ATOM_TOLERANCE = 1e-4
+# Budget of the inner optimisation that splits a subspace into pure directions; atoms need
+# not be exact, so it runs on a random subset of the samples.
+_ATOM_ITERATIONS = 50
+_ATOM_TOLERANCE = 1e-3
+_ATOM_SAMPLES = 4096
+# Single exchanges tried per grouping at most.
+_MAX_SWAPS = 32
 # Size-constrained k-means of atoms: seedings tried and iterations per seeding.
 _CLUSTER_SEEDS = 4
 _CLUSTER_ITERATIONS = 20
@@ -37,6 +41,11 @@ def exchange_directions(
     """
     basis = basis[0].to(problem.device)
     activations, context = problem.project(basis)
+    if problem.n_samples > _ATOM_SAMPLES:
+        subset = np.sort(rng.choice(problem.n_samples, _ATOM_SAMPLES, replace=False))
+        subset = torch.as_tensor(subset, device=problem.device)
+        activations = activations[subset]
+        context = None if context is None else context[subset]
     offsets = np.cumsum((0, *problem.sizes))
     columns = []
     for k, size in enumerate(problem.sizes):
@@ -74,7 +83,7 @@ def _grouped_objective(atoms: torch.Tensor, groups: list[list[int]], p: float, q
 def _polish(atoms: torch.Tensor, groups: list[list[int]], p: float, q: float) -> list[list[int]]:
     """Greedy single exchanges of atoms between groups while ``J`` improves."""
     groups = [list(group) for group in groups]
-    for _ in range(atoms.shape[1]):
+    for _ in range(_MAX_SWAPS):
         swap = _best_exchange(atoms, groups, p, q)
         if swap is None:
             break

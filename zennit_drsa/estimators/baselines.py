@@ -46,7 +46,7 @@ class DSA(PooledSubspaceEstimator):
         solver: str = "riemannian",
         max_iter: int = 1000,
         tol: float = 1e-6,
-        n_restarts: int = 4,
+        n_restarts: int = 8,
         random_state: Any = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype = "float32",

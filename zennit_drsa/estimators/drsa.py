@@ -122,9 +122,10 @@ class DRSA(PooledSubspaceEstimator):
     tol : float, default=1e-6
         Stop when the best objective improved by less than this, relatively, over 10
         iterations.
-    n_restarts : int, default=4
-        Random starts. The Riemannian solver runs them batched and keeps only the leader
-        after 30 iterations; the reference solver runs all to the end.
+    n_restarts : int, default=8
+        Random starts. The Riemannian solver races them batched (on a subsample of at
+        least 2048 vectors when there are twice as many) and keeps only the leader after
+        60 iterations; the reference solver runs all to the end.
     random_state : int, RandomState instance or None, default=None
         Seed of the random starts; results are deterministic on CPU for a fixed seed.
     device : str, torch.device or None, default=None
@@ -154,7 +155,7 @@ class DRSA(PooledSubspaceEstimator):
         solver: str = "riemannian",
         max_iter: int = 1000,
         tol: float = 1e-6,
-        n_restarts: int = 4,
+        n_restarts: int = 8,
         random_state: Any = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype = "float32",

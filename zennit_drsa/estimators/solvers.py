@@ -19,6 +19,8 @@ from zennit_drsa.estimators.objective import RelevanceProblem
 
 __all__ = ["SOLVERS", "SolverResult", "solve_reference", "solve_riemannian"]
 
+# Restarts are raced on a subsample of at least this many samples when there are twice as many.
+_WARMUP_SAMPLES = 2048
 # Rounds of exchange and renewed ascent; each must raise the objective.
 _MAX_EXCHANGES = 10
 
@@ -81,9 +83,9 @@ def solve_riemannian(
     *,
     max_iter: int = 1000,
     tol: float = 1e-6,
-    n_restarts: int = 4,
+    n_restarts: int = 8,
     init: np.ndarray | None = None,
-    prune_after: int | None = 30,
+    prune_after: int | None = 60,
     exchange: bool = True,
     callback: Callable[[int, float], None] | None = None,
 ) -> SolverResult:
@@ -98,7 +100,10 @@ def solve_riemannian(
     seen is kept. A restart stops when its best objective improved by less than ``tol``
     (relative) over the last iterations. Subspaces that die (relevance ≤ 0 for every sample,
     hence zero gradient) are re-drawn at random in the orthogonal complement of the others.
-    After ``prune_after`` iterations only the best restart goes on.
+    After ``prune_after`` iterations only the best restart goes on. With enough samples
+    (at least ``2 · 2048``) the restarts race on a random quarter of them, and only the
+    leader is optimised on all samples; those warm-up iterations are not counted in
+    ``n_iter`` or the trace.
 
     Gradient ascent cannot move a direction from one subspace to another without passing
     through worse mixtures, so a subspace made of, say, three directions of one concept and
@@ -124,6 +129,9 @@ def solve_riemannian(
         ``(d, m)`` or ``(B, d, m)`` starting bases instead of random ones.
     prune_after : int or None
         Iteration after which only the leading restart continues; ``None`` never prunes.
+        On the benchmark data the leader after 30 iterations was often not the one that
+        ended best; after 60 it was close to it, at a fraction of the cost of running all
+        restarts to convergence.
     exchange : bool
         Whether to try exchanging directions between subspaces after convergence.
     callback : callable, optional
@@ -138,8 +146,9 @@ def solve_riemannian(
     if init is None:
         init = haar_orthonormal(rng, d, m, n_restarts)
     start = torch.as_tensor(np.asarray(init, dtype=np.float64), device=problem.device)
+    start, n_revived = _warm_up(problem, start.reshape(-1, d, m), rng, tol, prune_after)
     report = Reporter(callback)
-    ascent = ascend(problem, start.reshape(-1, d, m), rng, max_iter, tol, prune_after, 0, report)
+    ascent = ascend(problem, start, rng, max_iter, tol, prune_after, n_revived, report)
     trace = [ascent.trace]
     for _ in range(_MAX_EXCHANGES if exchange else 0):
         if not ascent.converged or ascent.n_iter >= max_iter:
@@ -170,6 +179,32 @@ def solve_riemannian(
         ascent.n_revived,
         ascent.converged,
     )
+
+
+def _warm_up(
+    problem: RelevanceProblem,
+    starts: torch.Tensor,
+    rng: np.random.Generator,
+    tol: float,
+    prune_after: int | None,
+) -> tuple[torch.Tensor, int]:
+    """Race the restarts ``(B, d, m)`` for ``prune_after`` iterations on a random quarter of
+    the samples (at least ``_WARMUP_SAMPLES``) and return the leader ``(1, d, m)``.
+
+    On the benchmark data about one restart in six ends clearly below the others (two
+    concepts merged into one subspace); the leader of eight raced restarts never did.
+
+    Restarts only have to be ranked, which a subsample does about as well as the full data
+    at a fraction of the cost. Returns ``starts`` unchanged when there is one restart, no
+    pruning, or too few samples to gain from subsampling.
+    """
+    size = max(_WARMUP_SAMPLES, problem.n_samples // 4)
+    if len(starts) == 1 or prune_after is None or 2 * size > problem.n_samples:
+        return starts, 0
+    rows = np.sort(rng.choice(problem.n_samples, size, replace=False))
+    subset = problem.subset(torch.as_tensor(rows, device=problem.device))
+    leader = ascend(subset, starts, rng, prune_after, tol, None, 0)
+    return torch.as_tensor(leader.basis[None], device=problem.device), leader.n_revived
 
 
 SOLVERS: dict[str, Callable[..., SolverResult]] = {
