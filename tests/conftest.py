@@ -1,6 +1,7 @@
 """Shared test configuration: deterministic, bounded thread use on small shared machines."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,3 +15,20 @@ torch.set_num_threads(int(os.environ.get("TEST_TORCH_THREADS", "2")))
 def rng() -> np.random.Generator:
     """A seeded numpy generator, fresh for every test."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny toy dataset (20 clips per class) and a CNN trained on it for one epoch.
+
+    Shared by the analysis and sweep tests; treat both as read-only.
+    """
+    from audio_cnn import SyntheticTask, TrainConfig, train, write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("toy")
+    data = write_synthetic_dataset(
+        root / "data", SyntheticTask.toy(), clips_per_class=20, progress=False
+    )
+    config = TrainConfig.preset("toy", epochs=1, batch_size=8, patience=0)
+    train(data, root / "run", config=config, progress=False)
+    return data, root / "run"

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audio_cnn import SyntheticTask, TrainConfig, train, write_synthetic_dataset
 from zennit_drsa.analysis import METHODS, AnalysisConfig
 from zennit_drsa.cli import main
 from zennit_drsa.estimators import DRSA, load
@@ -34,17 +33,6 @@ FIT_FLAGS = [
     "--seeds", "0", "1",
     "--no-progress",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("analysis")
-    data = write_synthetic_dataset(
-        root / "data", SyntheticTask.toy(), clips_per_class=20, progress=False
-    )
-    config = TrainConfig.preset("toy", epochs=1, batch_size=8, patience=0)
-    train(data, root / "run", config=config, progress=False)
-    return data, root / "run"
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +92,16 @@ def test_report_is_self_contained_with_a_player_per_concept(analysed):
     assert "chance" in page and "AUPC" in page
 
 
+def test_report_names_the_split_and_shows_prototypes_per_class(analysed):
+    summary = json.loads((analysed / "summary.json").read_text())
+    assert summary["settings"]["eval_split"] == "test"
+    page = (analysed / "report.html").read_text()
+    assert "Accuracy on the test split" in page and "eval_split" in page
+    for name in json.loads((analysed / "analysis.json").read_text())["class_names"]:
+        assert (analysed / "report_media" / f"{name}_prototypes.png").is_file()
+        assert f"Prototypes of {name} (drsa)" in page
+
+
 def test_missing_fit_output_is_a_clear_error(tmp_path, capsys):
     for command in ("explain", "evaluate", "report"):
         assert main([command, str(tmp_path / "nothing"), "--no-progress"]) == 1
@@ -119,6 +117,8 @@ def test_fit_rejects_bad_settings_and_paths(toy, tmp_path, capsys):
     assert "n_subspaces" in capsys.readouterr().err
     assert main(["fit", str(run), str(data), "--out", out, "--subspace-dim", "1000"]) == 1
     assert "do not fit" in capsys.readouterr().err
+    assert main(["fit", str(run), str(data), "--out", out, "--eval-split", "train"]) == 1
+    assert "eval_split must be one of ('test', 'val')" in capsys.readouterr().err
     assert main(["fit", str(run), str(tmp_path / "missing"), "--out", out]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert main(["fit", str(tmp_path), str(data), "--out", out]) == 1

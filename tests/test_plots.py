@@ -10,6 +10,7 @@ from audio_cnn.frontend import LogMel, LogMelConfig
 from zennit_drsa.plots import (
     plot_concept_distribution,
     plot_concept_grid,
+    plot_concept_prototypes,
     plot_objective_trace,
     plot_prototypes,
     plot_spectrogram,
@@ -246,6 +247,80 @@ def test_prototypes_reject_mismatched_shapes(logmel, images, scores, match):
 def test_prototypes_reject_wrong_number_of_names(logmel):
     with pytest.raises(ValueError, match="1 names for 2"):
         plot_prototypes(np.zeros((2, 1, M, F)), np.zeros((2, 1)), logmel, concept_names=["x"])
+
+
+# Five inputs; relevance of concept 1, concept 2 and the residual per input (hand-made ranks).
+PROTOTYPE_RELEVANCES = np.array(
+    [
+        [0.1, 0.6, 0.3],  # a
+        [0.5, 0.2, 0.3],  # b
+        [-0.2, 0.9, 0.3],  # c
+        [0.5, 0.1, -0.1],  # d: ties with b for concept 1, comes after it
+        [0.3, 0.3, 0.4],  # e
+    ]
+)
+
+
+def test_concept_prototypes_rank_inputs_by_concept_relevance(logmel, tmp_path, rng):
+    heatmaps = rng.standard_normal((5, 3, 1, M, F))
+    figure = plot_concept_prototypes(
+        rng.uniform(-4, 0, (5, 1, M, F)), heatmaps, PROTOTYPE_RELEVANCES, logmel,
+        tmp_path / "p.png", n_prototypes=3, clip_names=list("abcde"),
+        concept_names=["beat", "voice"], dpi=DPI,
+    )  # fmt: skip
+    _png(tmp_path / "p.png")
+    panels = [ax for ax in figure.axes if ax.images]
+    # Rows: beat (b, d tie in input order, then e), voice (c, a, e), residual (e, then a, b, c
+    # tie at 0.3: the first two). Titles carry the concept's share of the input's relevance.
+    assert [ax.get_title() for ax in panels] == [
+        "b · 50 %", "d · 100 %", "e · 30 %",
+        "c · 90 %", "a · 60 %", "e · 30 %",
+        "e · 40 %", "a · 30 %", "b · 30 %",
+    ]  # fmt: skip
+    # Each panel: the log-mel input, then the heatmap of its concept over it.
+    order = [1, 3, 4, 2, 0, 4, 4, 0, 1]
+    for panel, row, i in zip(panels, np.repeat([0, 1, 2], 3), order, strict=True):
+        base, overlay = panel.images
+        assert base.get_cmap().name == "Greys"
+        np.testing.assert_allclose(overlay.get_array(), heatmaps[i, row, 0])
+        assert overlay.get_clim()[0] == -overlay.get_clim()[1]
+    assert panels[0].get_ylabel() == "beat\nfrequency (Hz)"
+    assert panels[6].get_ylabel() == "residual\nfrequency (Hz)"
+    assert panels[6].get_xlabel() == "time (s)" and panels[0].get_xlabel() == ""
+    assert figure.get_suptitle() == "Most relevant chunks per concept"
+
+
+def test_concept_prototypes_without_residual_and_with_few_inputs(logmel, rng):
+    relevances = np.array([[1.0, -2.0, 0.0], [-1.0, -1.0, 0.0]])  # second: total ≤ 0
+    figure = plot_concept_prototypes(
+        rng.uniform(-4, 0, (2, M, F)), np.zeros((2, 3, M, F)), relevances, logmel,
+        n_prototypes=5, residual=False, title=None,
+    )  # fmt: skip
+    panels = [ax for ax in figure.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == [
+        "input 1 · R = 1", "input 2 · R = -1", "input 2 · R = -1", "input 1 · R = -2"
+    ]  # fmt: skip
+    assert figure.get_suptitle() == ""
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"n_prototypes": 0}, "n_prototypes"),
+        ({"clip_names": ["a"]}, "clip_names"),
+        ({"relevances": np.zeros((2, 2))}, "do not match 3 heatmaps"),
+        ({"logmel_images": np.zeros((2, M + 1, F))}, "logmel_images has 17 mel bands"),
+    ],
+)
+def test_concept_prototypes_reject_bad_input(logmel, options, match):
+    arguments = {
+        "logmel_images": np.zeros((2, M, F)),
+        "heatmaps": np.zeros((2, 3, M, F)),
+        "relevances": np.zeros((2, 3)),
+        **options,
+    }
+    with pytest.raises(ValueError, match=match):
+        plot_concept_prototypes(logmel=logmel, **arguments)
 
 
 def test_objective_trace_lines_per_restart(tmp_path, rng):

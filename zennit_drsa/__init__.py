@@ -5,7 +5,7 @@ LRP context vectors at a layer) → subspace estimators (:class:`DRSA` and its b
 scikit-learn style) → :class:`DRSAAttributor` (concept heatmaps; the Captum adapter is
 ``zennit_drsa.captum.DRSAAttribution``) → :mod:`zennit_drsa.evaluation` (patch flipping,
 concept recovery) → figures, sonification and the HTML report (:mod:`zennit_drsa.analysis`,
-the ``zennit-drsa`` command).
+the ``zennit-drsa`` command; :func:`sweep_concepts` over layers and ``K``).
 """
 
 from zennit_drsa.analysis import (
@@ -40,6 +40,7 @@ from zennit_drsa.evaluation import (
 from zennit_drsa.layers import layer_names, resolve_layer
 from zennit_drsa.report import Report
 from zennit_drsa.sonify import sonify, write_wav
+from zennit_drsa.sweep import SweepResult, sweep_concepts
 
 __all__ = [
     "DRSA",
@@ -55,6 +56,7 @@ __all__ = [
     "RandomSubspaces",
     "Report",
     "SubspaceEstimator",
+    "SweepResult",
     "audio_composite",
     "aupc_table",
     "collect",
@@ -72,6 +74,7 @@ __all__ = [
     "save",
     "sonify",
     "summarize_recovery",
+    "sweep_concepts",
     "target_gradient",
     "write_report",
     "write_wav",

@@ -7,14 +7,17 @@ or folder-per-class layout), each step reading what the previous one wrote into 
    training-split chunks of class ``c`` explaining class ``c``'s logit; every method (DRSA
    and its baselines) fitted with the same ``K`` and ``d_k``; estimators saved without pickle
    under ``out_dir/subspaces/<method>/<class>/seed<s>``.
-2. :func:`explain_concepts`: concept heatmaps of test-split chunks for their TRUE class, with
-   each method's per-class subspaces (``out_dir/explanations/<method>_seed<s>.npz``).
+2. :func:`explain_concepts`: concept heatmaps of test-split chunks (validation-split with
+   ``AnalysisConfig(eval_split="val")``) for their TRUE class, with each method's per-class
+   subspaces (``out_dir/explanations/<method>_seed<s>.npz``).
 3. :func:`evaluate_concepts`: disentangled patch flipping per method, standard patch flipping
-   of the standard heatmap, concept recovery on synthetic data, test accuracy
+   of the standard heatmap, concept recovery on synthetic data, accuracy on the same split
    (``out_dir/evaluation/``).
-4. :func:`write_report`: ``report.html`` (self-contained) and ``summary.json``.
+4. :func:`write_report`: ``report.html`` (self-contained) and ``summary.json``
+   (:func:`summarize_concepts`).
 
-:func:`run_demo` synthesises the toy task, trains the CNN and runs all four steps.
+:func:`run_demo` synthesises the toy task, trains the CNN and runs all four steps;
+:func:`zennit_drsa.sweep.sweep_concepts` runs steps 1–3 over several layers and ``K``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -56,12 +59,15 @@ from zennit_drsa.layers import resolve_layer
 __all__ = [
     "METHODS",
     "AnalysisConfig",
+    "LayerPlan",
     "evaluate_concepts",
     "explain_and_evaluate",
     "explain_concepts",
     "fit_concepts",
     "format_summary",
+    "plan_layer",
     "run_demo",
+    "summarize_concepts",
     "write_report",
 ]
 
@@ -71,6 +77,8 @@ METHODS = ("drsa", "prca", "dsa", "random")
 _SEEDED = {"drsa", "dsa", "random"}
 _ORDERINGS = ("round_robin", "union")
 _SCORES = ("logit", "relu_logit")
+_SPLIT_NAMES = {"test": "test", "val": "validation"}  # eval_split → words for the report
+_EVAL_SPLITS = tuple(_SPLIT_NAMES)
 _STATE = "analysis.json"
 _FORMAT = "zennit_drsa.analysis"
 # GTZAN (METHOD.md §6): 10 evenly spaced chunks per clip for DRSA data; a toy clip has one.
@@ -98,7 +106,12 @@ class AnalysisConfig:
         Training-split clips per class used for fitting (``None``: all). Each contributes up
         to 10 evenly spaced chunks (one for a 1 s toy clip).
     eval_clips_per_class:
-        Test-split clips per class that are explained and evaluated (first chunk of each).
+        Clips per class of ``eval_split`` that are explained and evaluated (first chunk of
+        each).
+    eval_split:
+        Split whose clips are explained and evaluated (and on which the accuracy is
+        reported): ``"test"``, or ``"val"`` to choose settings (e.g. in a sweep over layers
+        and K, :mod:`zennit_drsa.sweep`) without looking at the test clips.
     composite:
         LRP composite name for :func:`~zennit_drsa.composites.audio_composite`.
     methods:
@@ -133,6 +146,7 @@ class AnalysisConfig:
     n_locations: int = 20
     fit_clips_per_class: int | None = 200
     eval_clips_per_class: int = 40
+    eval_split: str = "test"
     composite: str = "reference"
     methods: tuple[str, ...] = METHODS
     max_iter: int = 1000
@@ -170,6 +184,8 @@ class AnalysisConfig:
             problems.append(f"tol must be a number >= 0, got {self.tol!r}")
         if self.ordering not in _ORDERINGS:
             problems.append(f"ordering must be one of {_ORDERINGS}, got {self.ordering!r}")
+        if self.eval_split not in _EVAL_SPLITS:
+            problems.append(f"eval_split must be one of {_EVAL_SPLITS}, got {self.eval_split!r}")
         if self.score not in _SCORES:
             problems.append(f"score must be one of {_SCORES}, got {self.score!r}")
         if self.removal is not None and not (
@@ -202,6 +218,63 @@ class AnalysisConfig:
     def method_seeds(self, method: str) -> tuple[int, ...]:
         """Seeds a method is fitted with (one for the deterministic PRCA)."""
         return self.seeds if method in _SEEDED else self.seeds[:1]
+
+
+class LayerPlan(NamedTuple):
+    """What an :class:`AnalysisConfig` means for one trained model (see :func:`plan_layer`).
+
+    Attributes
+    ----------
+    layer:
+        Module name of the decomposed layer.
+    channels:
+        Channels ``d`` of the layer's output (the dimension of its activation vectors).
+    positions:
+        Map positions of the layer's output per input (``H · W``; 1 for a dense layer).
+    subspace_dim:
+        Dimension ``d_k`` of every subspace.
+    n_locations:
+        Map positions sampled per chunk (``config.n_locations`` capped at ``positions``).
+    """
+
+    layer: str
+    channels: int
+    positions: int
+    subspace_dim: int
+    n_locations: int
+
+
+def plan_layer(trained: TrainedRun, config: AnalysisConfig) -> LayerPlan:
+    """Resolve the layer and subspace shape of ``config`` for a trained model, or fail early.
+
+    Runs one forward pass of a zero input (on the model's device) to measure the layer.
+
+    Parameters
+    ----------
+    trained:
+        The trained run (:func:`audio_cnn.checkpoint.load_run`).
+    config:
+        Analysis settings.
+
+    Returns
+    -------
+    LayerPlan
+
+    Raises
+    ------
+    ValueError
+        If the model has no such layer (the message suggests names), or ``K`` subspaces of
+        dimension ``d_k`` do not fit in the layer's channels.
+    """
+    layer = config.layer or trained.model.block_output(4)
+    channels, positions = _layer_shape(trained, layer)
+    dims = config.subspace_dim or channels // config.n_subspaces
+    if dims < 1 or dims * config.n_subspaces > channels:
+        raise ValueError(
+            f"K={config.n_subspaces} subspaces of dimension {dims} do not fit in the "
+            f"{channels} channels of layer {layer!r}; lower n_subspaces or subspace_dim"
+        )
+    return LayerPlan(layer, channels, positions, dims, min(config.n_locations, positions))
 
 
 # --------------------------------------------------------------------------- step 1: fit
@@ -239,8 +312,9 @@ def fit_concepts(
     Raises
     ------
     ValueError
-        If the data's classes differ from the run's, a class has no training clips, or a
-        setting does not fit the model (e.g. ``subspace_dim · K`` above the layer's channels).
+        If the data's classes differ from the run's, a class has no training clips, the
+        ``eval_split`` has no clips to explain later, or a setting does not fit the model
+        (e.g. ``subspace_dim · K`` above the layer's channels; see :func:`plan_layer`).
     FileNotFoundError
         If the run or the data directory does not exist.
     """
@@ -249,15 +323,9 @@ def fit_concepts(
     device = _device(config.device)
     trained = load_run(run, device=device)
     dataset = _open_matching(data_dir, trained)
-    layer = config.layer or trained.model.block_output(4)
-    channels, positions = _layer_shape(trained, layer, device)
-    dims = config.subspace_dim or channels // config.n_subspaces
-    if dims < 1 or dims * config.n_subspaces > channels:
-        raise ValueError(
-            f"K={config.n_subspaces} subspaces of dimension {dims} do not fit in the "
-            f"{channels} channels of layer {layer!r}; lower n_subspaces or subspace_dim"
-        )
-    n_locations = min(config.n_locations, positions)
+    _split_clips(dataset, config.eval_split)  # fail now, not after fitting
+    plan = plan_layer(trained, config)
+    layer, dims = plan.layer, plan.subspace_dim
     composite = audio_composite(config.composite, trained.model)
     cache = _cache(run, trained)
     state = {
@@ -267,9 +335,9 @@ def fit_concepts(
         "data_kind": dataset.kind,
         "class_names": dataset.class_names,
         "layer": layer,
-        "channels": channels,
+        "channels": plan.channels,
         "subspace_dim": dims,
-        "n_locations": n_locations,
+        "n_locations": plan.n_locations,
         "config": config.to_dict(),
         "fit_clips": {},
     }
@@ -285,7 +353,7 @@ def fit_concepts(
             layer,
             _logmel_batches(chunks, trained, config.batch_size, device),
             label,
-            n_locations=n_locations,
+            n_locations=plan.n_locations,
             random_state=config.seeds[0],
             device=device,
             progress=False,
@@ -307,10 +375,11 @@ def fit_concepts(
 
 
 def explain_concepts(out_dir: str | os.PathLike[str], *, progress: bool = True) -> Path:
-    """Concept heatmaps of test-split chunks for their true class, for every method and seed.
+    """Concept heatmaps of evaluation chunks for their true class, for every method and seed.
 
-    Per class the first ``eval_clips_per_class`` test clips are taken (on synthetic data
-    only those with at least one sound object); each contributes its first chunk.
+    Per class the first ``eval_clips_per_class`` clips of the ``eval_split`` (test by
+    default) are taken (on synthetic data only those with at least one sound object); each
+    contributes its first chunk.
 
     Parameters
     ----------
@@ -380,7 +449,10 @@ def explain_concepts(out_dir: str | os.PathLike[str], *, progress: bool = True) 
 
 
 def evaluate_concepts(out_dir: str | os.PathLike[str], *, progress: bool = True) -> Path:
-    """Patch flipping, concept recovery and test accuracy of the explanations in ``out_dir``.
+    """Patch flipping, concept recovery and accuracy of the explanations in ``out_dir``.
+
+    The accuracy is the run's clip-level accuracy on the ``eval_split`` (test by default),
+    the split whose chunks were explained.
 
     Disentangled patch flipping uses each method's K concept heatmaps (the residual is not a
     concept); standard patch flipping uses the standard LRP heatmap (the sum of all maps, from
@@ -393,7 +465,7 @@ def evaluate_concepts(out_dir: str | os.PathLike[str], *, progress: bool = True)
     -------
     pathlib.Path
         ``out_dir/evaluation``, holding ``results.json`` (per method and seed: AUPC per
-        input, recovery score and chance per input; test accuracy), ``flipping.png`` (mean
+        input, recovery score and chance per input; accuracy), ``flipping.png`` (mean
         curves) and the accuracy's ``metrics.json`` and confusion matrices.
     """
     from audio_cnn.evaluate import evaluate
@@ -406,7 +478,7 @@ def evaluate_concepts(out_dir: str | os.PathLike[str], *, progress: bool = True)
     metrics = evaluate(
         state["run"],
         state["data_dir"],
-        split="test",
+        split=config.eval_split,
         out_dir=folder,
         device=device,
         progress=progress,
@@ -472,10 +544,43 @@ def explain_and_evaluate(out_dir: str | os.PathLike[str], *, progress: bool = Tr
 # --------------------------------------------------------------------------- step 4: report
 
 
+def summarize_concepts(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Class-averaged AUPC and recovery per method from the evaluation in ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir:
+        Directory after :func:`evaluate_concepts`.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (clip level, on ``settings["eval_split"]``); under ``methods`` for each
+        method and ``"standard"`` the class-averaged mean ``aupc`` (lower is better), the
+        pooled ``aupc_pooled`` ± ``aupc_sem`` over ``n`` inputs × seeds (``n_excluded``
+        left out), per-class values, and ``recovery`` / ``chance`` (class-averaged; ``None``
+        where undefined); ``seeds``; ``settings``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``fit`` or ``evaluate`` has not been run on ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    state, config = _read_state(out_dir)
+    path = out_dir / "evaluation" / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: run 'zennit-drsa evaluate {out_dir}' first"
+        )
+    return _summary(state, config, json.loads(path.read_text()))
+
+
 def write_report(
     out_dir: str | os.PathLike[str],
     *,
     examples_per_class: int = 2,
+    prototypes_per_concept: int = 4,
     progress: bool = True,
     timings: dict[str, float] | None = None,
     notes: Sequence[str] = (),
@@ -487,8 +592,12 @@ def write_report(
     out_dir:
         Directory after :func:`evaluate_concepts`.
     examples_per_class:
-        Test chunks per class shown as concept panels (DRSA, first seed), each with an audio
-        player for the original and one per concept (sonified concept heatmaps).
+        Evaluation chunks per class shown as concept panels (DRSA, first seed), each with an
+        audio player for the original and one per concept (sonified concept heatmaps).
+    prototypes_per_concept:
+        Per class and concept, the chunks with the highest concept relevance shown in the
+        class's prototype figure (DRSA, first seed; the residual gets a row too unless the
+        subspaces span the whole layer).
     progress:
         Show a tqdm progress bar.
     timings:
@@ -499,20 +608,22 @@ def write_report(
     Returns
     -------
     dict
-        The summary written to ``summary.json``: ``accuracy``; under ``methods`` for each
-        method and ``"standard"`` the class-averaged mean ``aupc`` (lower is better), its
-        pooled ``aupc_sem``, per-class values, and ``recovery`` / ``chance`` (class-averaged;
-        ``None`` where undefined); ``seeds``; ``settings``.
+        The summary written to ``summary.json`` (see :func:`summarize_concepts`), with
+        ``timings_s``.
     """
     from zennit_drsa.report import MeanSem, Panel, Report
 
-    if not _positive_int(examples_per_class):
-        raise ValueError(f"examples_per_class must be a positive int, got {examples_per_class!r}")
+    for name, value in (
+        ("examples_per_class", examples_per_class),
+        ("prototypes_per_concept", prototypes_per_concept),
+    ):
+        if not _positive_int(value):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     out_dir = Path(out_dir)
     state, config = _read_state(out_dir)
-    results = json.loads((out_dir / "evaluation" / "results.json").read_text())
-    summary = _summary(state, config, results)
+    summary = summarize_concepts(out_dir)
     summary["timings_s"] = timings or {}
+    split = config.eval_split
     media = out_dir / "report_media"
     steps = tqdm(total=4, desc="report", disable=not progress)
 
@@ -520,19 +631,23 @@ def write_report(
         "DRSA concept analysis",
         f"Run {state['run']} on {state['data_dir']} ({state['data_kind']} data, classes "
         f"{', '.join(state['class_names'])}); layer {state['layer']}, K = {config.n_subspaces} "
-        f"subspaces of dimension {state['subspace_dim']}.",
+        f"subspaces of dimension {state['subspace_dim']}; explained and evaluated on "
+        f"{_SPLIT_NAMES[split]} clips.",
     )
     about = report.section("What is measured")
     for text in _EXPLANATION_TEXT:
         about.paragraph(text)
     overview = report.section("Results")
     overview.paragraph(
-        f"Test accuracy (clip level): {summary['accuracy']:.4f}. Seeds: "
-        f"{', '.join(map(str, config.seeds))}."
+        f"Accuracy on the {_SPLIT_NAMES[split]} split (clip level): {summary['accuracy']:.4f}. "
+        f"Explanations and measures below use {_SPLIT_NAMES[split]} clips "
+        f"(eval_split = {split!r}). Seeds: {', '.join(map(str, config.seeds))}."
     )
     for note in notes:
         overview.paragraph(note)
-    overview.figure(out_dir / "evaluation" / "confusion_clip.png", "Confusion matrix (test)")
+    overview.figure(
+        out_dir / "evaluation" / "confusion_clip.png", f"Confusion matrix ({_SPLIT_NAMES[split]})"
+    )
     rows = []
     for method, entry in summary["methods"].items():
         rows.append(
@@ -566,7 +681,8 @@ def write_report(
         "Concepts (DRSA)",
         "Per class: input, standard heatmap, the K concept heatmaps and the residual, with "
         "each map's share of the relevance at the layer; below, the original chunk and one "
-        "sonified concept per player.",
+        "sonified concept per player. Then the class's prototypes: per concept, the chunks "
+        "with the highest relevance for it, its heatmap over the log-mel input.",
     )
     method = "drsa" if "drsa" in config.methods else config.methods[0]
     seed = config.seeds[0]
@@ -576,12 +692,20 @@ def write_report(
     for label, name in enumerate(state["class_names"]):
         chosen = np.flatnonzero(inputs["labels"] == label)[:examples_per_class]
         if chosen.size == 0:
-            concepts.section(name, "No test chunk of this class was explained.")
+            concepts.section(name, f"No {_SPLIT_NAMES[split]} chunk of this class was explained.")
             continue
         panels = _class_panels(
             Panel, trained, inputs, explanation, chosen, name, media, config.n_subspaces
         )
-        concepts.section(name).panel_grid(panels)
+        section = concepts.section(name).panel_grid(panels)
+        prototypes = _class_prototypes(
+            trained, state, inputs, explanation, label, media, prototypes_per_concept
+        )
+        section.figure(
+            prototypes,
+            f"Prototypes of {name} ({method}): the {_SPLIT_NAMES[split]} chunks most relevant "
+            "to each concept, titled with the clip and the concept's share of its relevance",
+        )
     steps.update()
 
     figures = report.section("Relevance distribution and fitting")
@@ -591,7 +715,9 @@ def write_report(
     plot_concept_distribution(
         explanation["layer_relevance"], inputs["labels"], state["class_names"], distribution
     )
-    figures.figure(distribution, f"Share of relevance per concept ({method}, test chunks)")
+    figures.figure(
+        distribution, f"Share of relevance per concept ({method}, {_SPLIT_NAMES[split]} chunks)"
+    )
     traces = {
         f"{m} · {name}": [
             load(_subspace_path(out_dir, m, name, s)).objective_trace_
@@ -618,9 +744,10 @@ def write_report(
 
 
 _EXPLANATION_TEXT = (
-    "Each method finds K orthogonal subspaces of the layer's activation space per class; a "
-    "test chunk is explained for its true class, and each subspace gives one concept heatmap "
-    "(LRP of the relevance that passes through it). DRSA maximises a soft-min over subspaces "
+    "Each method finds K orthogonal subspaces of the layer's activation space per class; an "
+    "evaluation chunk (test split unless the settings say eval_split = 'val') is explained "
+    "for its true class, and each subspace gives one concept heatmap (LRP of the relevance "
+    "that passes through it). DRSA maximises a soft-min over subspaces "
     "of the relevance they carry; PRCA takes the top eigenvectors of the relevance "
     "covariance; DSA pools activation energy without context; random subspaces are a "
     "Haar-random basis. All use the same K and subspace dimension.",
@@ -647,7 +774,7 @@ def run_demo(
     out_dir: str | os.PathLike[str],
     *,
     clips_per_class: int = 700,
-    epochs: int = 12,
+    epochs: int = 20,
     max_minutes: float | None = None,
     seed: int = 0,
     config: AnalysisConfig | None = None,
@@ -748,7 +875,8 @@ def _demo_note() -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a plain-text table: method, AUPC mean ± s.e.m., recovery, chance."""
     lines = [
-        f"test accuracy {summary['accuracy']:.4f}; seeds {summary['seeds']}",
+        f"{summary['settings']['eval_split']} accuracy {summary['accuracy']:.4f}; "
+        f"seeds {summary['seeds']}",
         f"{'method':<10} {'AUPC (class mean)':>18} {'AUPC pooled ± s.e.m.':>22} "
         f"{'recovery':>9} {'chance':>7}",
     ]
@@ -786,9 +914,10 @@ def _open_matching(data_dir: str | os.PathLike[str], trained: TrainedRun) -> Dat
     return dataset
 
 
-def _layer_shape(trained: TrainedRun, layer: str, device: torch.device) -> tuple[int, int]:
+def _layer_shape(trained: TrainedRun, layer: str) -> tuple[int, int]:
     """Channels and number of map positions of ``layer``'s output."""
     _, module = resolve_layer(trained.model, layer)
+    device = next(trained.model.parameters()).device
     shapes: list[torch.Size] = []
     handle = module.register_forward_hook(lambda _m, _i, output: shapes.append(output.shape))
     try:
@@ -810,10 +939,18 @@ def _class_clips(clips: Sequence[ClipRecord], label: int, limit: int | None) -> 
     return chosen if limit is None else chosen[:limit]
 
 
+def _split_clips(dataset: DatasetDir, split: str) -> list[ClipRecord]:
+    clips = dataset.splits.get(split) or []
+    if not clips:
+        raise ValueError(
+            f"{dataset.root} has no {split} clips to explain; pick another eval_split "
+            f"(one of {_EVAL_SPLITS})"
+        )
+    return clips
+
+
 def _evaluation_clips(dataset: DatasetDir, config: AnalysisConfig) -> list[ClipRecord]:
-    test = dataset.splits.get("test") or []
-    if not test:
-        raise ValueError(f"{dataset.root} has no test clips to explain")
+    clips_of_split = _split_clips(dataset, config.eval_split)
     task = None
     if dataset.kind == "synthetic":
         from audio_cnn.synthetic import load_synthetic_task
@@ -821,7 +958,7 @@ def _evaluation_clips(dataset: DatasetDir, config: AnalysisConfig) -> list[ClipR
         task = load_synthetic_task(dataset.root)
     chosen = []
     for label in range(len(dataset.class_names)):
-        clips = [clip for clip in test if clip.label == label]
+        clips = [clip for clip in clips_of_split if clip.label == label]
         if task is not None:
             clips = [c for c in clips if _n_objects(task, dataset.root, c) >= 1]
         chosen.extend(clips[: config.eval_clips_per_class])
@@ -1031,3 +1168,33 @@ def _class_panels(
         logit = float(explanation["logits"][index].max())
         panels.append(panel(f"{class_name} · {clip}", grid, f"max logit {logit:.2f}", players))
     return panels
+
+
+def _class_prototypes(
+    trained: TrainedRun,
+    state: dict[str, Any],
+    inputs: dict[str, np.ndarray],
+    explanation: dict[str, np.ndarray],
+    label: int,
+    media: Path,
+    n_prototypes: int,
+) -> Path:
+    """The prototype figure of one class (PNG path): its chunks ranked by concept relevance."""
+    from zennit_drsa.plots import plot_concept_prototypes
+
+    chosen = np.flatnonzero(inputs["labels"] == label)
+    n_subspaces = explanation["layer_relevance"].shape[1] - 1
+    name = state["class_names"][label]
+    path = media / f"{name}_prototypes.png"
+    plot_concept_prototypes(
+        inputs["logmel"][chosen],
+        explanation["heatmaps"][chosen],
+        explanation["layer_relevance"][chosen],
+        trained.logmel,
+        path,
+        n_prototypes=n_prototypes,
+        clip_names=[Path(str(clip)).name for clip in inputs["clips"][chosen]],
+        residual=state["subspace_dim"] * n_subspaces < state["channels"],
+        title=f"{name}: most relevant chunks per concept",
+    )
+    return path

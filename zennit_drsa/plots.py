@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "plot_concept_distribution",
     "plot_concept_grid",
+    "plot_concept_prototypes",
     "plot_objective_trace",
     "plot_prototypes",
     "plot_spectrogram",
@@ -154,38 +155,8 @@ def plot_concept_grid(
     -------
     matplotlib.figure.Figure
     """
-    images = _array(logmel_image, "logmel_image")
-    single = images.ndim == 2
-    if single:
-        images = images[None]
-    elif images.ndim == 4 and images.shape[1] == 1:
-        images = images[:, 0]
-    if images.ndim != 3 or 0 in images.shape:
-        raise ValueError(
-            "logmel_image must be (n_mels, frames), (n, n_mels, frames) or "
-            f"(n, 1, n_mels, frames), got shape {np.shape(logmel_image)}"
-        )
-    n, n_mels, n_frames = images.shape
-    _check_bands(n_mels, logmel, "logmel_image")
-    maps = _array(heatmaps, "heatmaps")
-    scores = _array(relevances, "relevances")
-    if single:
-        maps, scores = maps[None], scores[None]
-    if maps.ndim == 5 and maps.shape[2] == 1:
-        maps = maps[:, :, 0]
-    if maps.ndim != 4 or maps.shape[0] != n or maps.shape[2:] != (n_mels, n_frames):
-        raise ValueError(
-            f"heatmaps {np.shape(heatmaps)} do not match the input(s) {np.shape(logmel_image)}: "
-            "expected (K + 1, [1,] n_mels, frames) per input"
-        )
-    n_maps = maps.shape[1]
-    if n_maps < 2:
-        raise ValueError(f"heatmaps need at least one concept and the residual, got {n_maps} map")
-    if scores.shape != (n, n_maps):
-        raise ValueError(
-            f"relevances {np.shape(relevances)} do not match {n_maps} heatmaps (K + 1) "
-            f"for {n} input(s): expected {(n_maps,) if single else (n, n_maps)}"
-        )
+    images, maps, scores, single = _explained_inputs(logmel_image, heatmaps, relevances, logmel)
+    n, n_maps = scores.shape
     names = _concept_names(concept_names, n_maps)
     rows = _labels(input_names, n, "input_names", "input" if single else "input {}")
 
@@ -209,6 +180,98 @@ def plot_concept_grid(
         if shared_scale:
             figure.colorbar(shown, ax=list(axes[1:]), label=_RELEVANCE_LABEL)
     _outer_labels(grid)
+    if title:
+        figure.suptitle(title)
+    if path is not None:
+        _save(figure, path, dpi)
+    return figure
+
+
+def plot_concept_prototypes(
+    logmel_images: ArrayLike | torch.Tensor,
+    heatmaps: ArrayLike | torch.Tensor,
+    relevances: ArrayLike | torch.Tensor,
+    logmel: LogMel,
+    path: PathLike | None = None,
+    *,
+    n_prototypes: int = 4,
+    clip_names: Sequence[str] | None = None,
+    concept_names: Sequence[str] | None = None,
+    residual: bool = True,
+    title: str | None = "Most relevant chunks per concept",
+    cmap: str = "bwr",
+    dpi: int = 120,
+) -> Figure:
+    """Prototypes: per concept, the explained chunks with the highest relevance for it.
+
+    One row per concept (then the residual, unless ``residual`` is false): the
+    ``n_prototypes`` inputs with the largest layer relevance ``R_k`` of that concept, by
+    decreasing ``R_k`` (ties keep input order). Each panel shows the log-mel input in grey
+    with the concept's heatmap over it (red: positive, blue: negative; opacity
+    ``sqrt(|relevance| / max)``, so faint relevance stays visible), titled with the clip's
+    name and the concept's share ``R_k / Σ_j R_j`` of the input's relevance (``R = R_k``
+    when the total is not positive). Heatmaps of a row share one symmetric colour range and
+    colour bar.
+
+    Parameters
+    ----------
+    logmel_images:
+        The explained inputs, ``(n, n_mels, frames)`` or ``(n, 1, n_mels, frames)``, log10
+        units (one input may also be given as for :func:`plot_concept_grid`).
+    heatmaps:
+        Their concept maps then the residual, ``(n, K + 1, [1,] n_mels, frames)``.
+    relevances:
+        ``(n, K + 1)`` relevance of each map at the DRSA layer; ranks the inputs.
+    logmel:
+        The front-end (for the axes).
+    path:
+        Save the figure there as a PNG (atomically); default: do not save.
+    n_prototypes:
+        Inputs per concept (fewer when there are fewer inputs).
+    clip_names:
+        One name per input for the panel titles; default ``"input 1"`` … ``"input n"``.
+    concept_names:
+        K or K + 1 names, as for :func:`plot_concept_grid`.
+    residual:
+        Add a row for the residual map (pointless when the subspaces span the layer and the
+        residual is zero).
+    title:
+        Figure title.
+    cmap:
+        Diverging colour map of the heatmaps, centred at 0.
+    dpi:
+        Resolution of the saved PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if not _positive_int(n_prototypes):
+        raise ValueError(f"n_prototypes must be a positive int, got {n_prototypes!r}")
+    images, maps, scores, _ = _explained_inputs(
+        logmel_images, heatmaps, relevances, logmel, "logmel_images"
+    )
+    n, n_maps = scores.shape
+    names = _concept_names(concept_names, n_maps)
+    clips = _labels(clip_names, n, "clip_names", "input {}")
+    rows = n_maps if residual else n_maps - 1
+    ranked = _top_inputs(scores[:, :rows], n_prototypes)
+    totals = scores.sum(axis=1)
+
+    columns = ranked.shape[1]
+    figure = _figure(_PANEL * columns + 1.2, _PANEL * rows + (0.4 if title else 0))
+    grid = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    for k in range(rows):
+        limit = max(_limit(maps[i, k]) for i in ranked[k])
+        for ax, i in zip(grid[k], ranked[k], strict=True):
+            _draw(ax, images[i], logmel, cmap="Greys")
+            alpha = np.sqrt(np.clip(np.abs(maps[i, k]) / limit, 0.0, 1.0))
+            shown = _draw(ax, maps[i, k], logmel, cmap=cmap, vmin=-limit, vmax=limit, alpha=alpha)
+            ax.set_title(f"{clips[i]} · {_share(scores[i, k], totals[i])}", fontsize=8)
+        figure.colorbar(shown, ax=list(grid[k]), label=_RELEVANCE_LABEL)
+    _outer_labels(grid)
+    for k in range(rows):
+        grid[k, 0].set_ylabel(f"{names[k]}\nfrequency (Hz)")
     if title:
         figure.suptitle(title)
     if path is not None:
@@ -523,7 +586,68 @@ def _share(relevance: float, total: float) -> str:
     return f"{100 * relevance / total:.0f} %" if total > 0 else f"R = {relevance:.3g}"
 
 
+def _top_inputs(scores: np.ndarray, count: int) -> np.ndarray:
+    """``(columns, min(count, n))`` indices of the inputs with the largest score per column.
+
+    ``scores`` is ``(n, columns)``; each row of the result is by decreasing score, ties in
+    input order.
+    """
+    order = np.argsort(-scores, axis=0, kind="stable")
+    return order[:count].T
+
+
 # ----- validation --------------------------------------------------------------------------
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _explained_inputs(
+    logmel_image: ArrayLike | torch.Tensor,
+    heatmaps: ArrayLike | torch.Tensor,
+    relevances: ArrayLike | torch.Tensor,
+    logmel: LogMel,
+    image_name: str = "logmel_image",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Checked inputs ``(n, M, F)``, maps ``(n, K + 1, M, F)``, relevances ``(n, K + 1)``.
+
+    Accepts one input (``(M, F)`` with maps ``(K + 1, [1,] M, F)`` and relevances
+    ``(K + 1,)``; the flag returned is then true) or several (``(n, [1,] M, F)``).
+    """
+    images = _array(logmel_image, image_name)
+    single = images.ndim == 2
+    if single:
+        images = images[None]
+    elif images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or 0 in images.shape:
+        raise ValueError(
+            f"{image_name} must be (n_mels, frames), (n, n_mels, frames) or "
+            f"(n, 1, n_mels, frames), got shape {np.shape(logmel_image)}"
+        )
+    n, n_mels, n_frames = images.shape
+    _check_bands(n_mels, logmel, image_name)
+    maps = _array(heatmaps, "heatmaps")
+    scores = _array(relevances, "relevances")
+    if single:
+        maps, scores = maps[None], scores[None]
+    if maps.ndim == 5 and maps.shape[2] == 1:
+        maps = maps[:, :, 0]
+    if maps.ndim != 4 or maps.shape[0] != n or maps.shape[2:] != (n_mels, n_frames):
+        raise ValueError(
+            f"heatmaps {np.shape(heatmaps)} do not match the input(s) {np.shape(logmel_image)}: "
+            "expected (K + 1, [1,] n_mels, frames) per input"
+        )
+    n_maps = maps.shape[1]
+    if n_maps < 2:
+        raise ValueError(f"heatmaps need at least one concept and the residual, got {n_maps} map")
+    if scores.shape != (n, n_maps):
+        raise ValueError(
+            f"relevances {np.shape(relevances)} do not match {n_maps} heatmaps (K + 1) "
+            f"for {n} input(s): expected {(n_maps,) if single else (n, n_maps)}"
+        )
+    return images, maps, scores, single
 
 
 def _array(value: ArrayLike | torch.Tensor, name: str) -> np.ndarray:

@@ -1,0 +1,183 @@
+"""Sweeps over layers and K: every pair and method in table, JSON and figure; resume; checks."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+import zennit_drsa.sweep
+from audio_cnn.model import AudioCNN
+from zennit_drsa.analysis import AnalysisConfig
+from zennit_drsa.cli import main
+from zennit_drsa.sweep import SweepResult, format_sweep, plot_sweep, sweep_concepts
+
+pytestmark = [
+    pytest.mark.slow,
+    # A few solver iterations keep the test fast; convergence is not what it checks.
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+]
+
+_TOY = AudioCNN.preset("toy")
+LAYERS = [_TOY.block_output(-2), _TOY.block_output(-1)]  # features.10, features.13
+KS = [2, 3]
+METHODS = ["drsa", "prca"]
+FLAGS = [
+    "--methods", ",".join(METHODS),
+    "--fit-clips-per-class", "3",
+    "--eval-clips-per-class", "2",
+    "--eval-split", "val",
+    "--n-locations", "4",
+    "--max-iter", "10",
+    "--n-restarts", "1",
+    "--seeds", "0",
+    "--no-progress",
+]  # fmt: skip
+CONFIG = AnalysisConfig(
+    methods=tuple(METHODS),
+    fit_clips_per_class=3,
+    eval_clips_per_class=2,
+    eval_split="val",
+    n_locations=4,
+    max_iter=10,
+    n_restarts=1,
+)
+
+
+@pytest.fixture(scope="module")
+def swept(toy, tmp_path_factory) -> tuple[Path, str]:
+    """A sweep written by the command (treat as read-only), and what the command printed."""
+    data, run = toy
+    out = tmp_path_factory.mktemp("sweep")
+    argv = ["sweep", str(run), str(data), "--out", str(out), "--layers", *LAYERS]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*argv, "--k", *map(str, KS), *FLAGS]) == 0
+    return out, printed.getvalue()
+
+
+def test_json_and_table_hold_every_pair_and_method(swept):
+    out, printed = swept
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["layers"] == LAYERS and saved["n_subspaces"] == KS
+    assert saved["eval_split"] == "val" and saved["settings"]["eval_split"] == "val"
+    expected = set(itertools.product(LAYERS, KS, [*METHODS, "standard"]))
+    rows = saved["rows"]
+    assert {(r["layer"], r["n_subspaces"], r["method"]) for r in rows} == expected
+    assert len(rows) == len(expected)
+    for row in rows:
+        assert row["aupc"] is None or 0.0 <= row["aupc"] <= 2.0
+        if row["method"] == "standard":
+            assert row["recovery"] is None
+        elif row["recovery"] is not None:  # None only if no val clip had two objects
+            assert 0.0 <= row["recovery"] <= 1.0 and 0.0 < row["chance"] <= 0.5
+    # The printed table has a line per row, each naming its layer, K and method.
+    lines = [line.split() for line in printed.splitlines()]
+    assert printed.startswith("val accuracy")
+    assert {(w[0], int(w[1]), w[2]) for w in lines if w and w[0] in LAYERS} == expected
+    # Every pair is a complete analysis directory on the validation split.
+    for layer, k in itertools.product(LAYERS, KS):
+        state = json.loads((out / f"{layer}_K{k}" / "analysis.json").read_text())
+        assert state["layer"] == layer and state["config"]["n_subspaces"] == k
+        assert state["config"]["eval_split"] == "val"
+
+
+def test_figure_has_a_line_per_method_and_layer_and_chance(swept):
+    out, _ = swept
+    image = matplotlib.image.imread(out / "sweep.png")
+    assert image.ndim == 3 and min(image.shape[:2]) > 100 and image[..., :3].std() > 0
+    result = _result(out)
+    aupc, recovery = plot_sweep(result).axes
+    labels = {f"{m} · {layer}" for m in [*METHODS, "standard"] for layer in LAYERS}
+    assert {line.get_label() for line in aupc.lines} == labels
+    assert [t.get_text() for t in aupc.get_xticklabels()] == ["2", "3"]
+    recovery_labels = {line.get_label() for line in recovery.lines}
+    if any(row.chance is not None for row in result.rows):
+        assert "chance" in recovery_labels
+    assert "standard · " + LAYERS[0] not in recovery_labels
+
+
+def test_resume_skips_finished_pairs(swept, toy, tmp_path, monkeypatch):
+    out = shutil.copytree(swept[0], tmp_path / "sweep", copy_function=shutil.copy2)
+    data, run = toy
+    entry = out / f"{LAYERS[0]}_K2" / "sweep_entry.json"
+    before = entry.stat().st_mtime_ns
+    fitted = []
+    fit = zennit_drsa.sweep.fit_concepts
+
+    def counting_fit(run, data, folder, config, **options):
+        fitted.append(Path(folder).name)
+        return fit(run, data, folder, config, **options)
+
+    monkeypatch.setattr(zennit_drsa.sweep, "fit_concepts", counting_fit)
+    # batch_size changes how, not what, is computed: finished pairs are still reused.
+    config = dataclasses.replace(CONFIG, batch_size=7)
+    result = sweep_concepts(
+        run, data, out, layers=LAYERS[:1], n_subspaces=[2, 4], config=config, progress=False
+    )
+    assert fitted == [f"{LAYERS[0]}_K4"]
+    assert result.computed == ((LAYERS[0], 4),) and result.reused == ((LAYERS[0], 2),)
+    assert entry.stat().st_mtime_ns == before
+    assert {(r.layer, r.n_subspaces) for r in result.rows} == {(LAYERS[0], 2), (LAYERS[0], 4)}
+    assert json.loads((out / "sweep.json").read_text())["n_subspaces"] == [2, 4]
+    text = format_sweep(result)
+    assert text.count(LAYERS[0]) == 2 * (len(METHODS) + 1)
+
+
+def test_finished_pair_with_other_settings_is_an_error(swept, toy):
+    out, _ = swept
+    data, run = toy
+    config = dataclasses.replace(CONFIG, n_locations=3)
+    with pytest.raises(ValueError, match="other settings \\(n_locations differ\\)"):
+        sweep_concepts(run, data, out, layers=LAYERS, n_subspaces=KS, config=config)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--layers", "features.10", "features.10", "--k", "2"], "layers must be distinct"),
+        (["--layers", "features.10", "--k", "2", "2"], "n_subspaces must be distinct"),
+        (["--layers", "features.10", "--k", "0"], "positive ints"),
+        (["--layers", "features.99", "--k", "2"], "no layer named 'features.99'"),
+        (["--layers", "features.10", "--k", "2", "64"], "do not fit"),
+        (["--layers", "features.10", "--k", "2", "--eval-split", "train"], "eval_split"),
+        (["--layers", "features.10", "--k", "2", "--methods", "pca"], "methods"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(toy, tmp_path, capsys, arguments, message):
+    data, run = toy
+    out = tmp_path / "out"
+    assert main(["sweep", str(run), str(data), "--out", str(out), *arguments]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_layer_and_k_flags_are_swept_not_fixed(toy, tmp_path, capsys):
+    data, run = toy
+    argv = ["sweep", str(run), str(data), "--out", str(tmp_path), "--layers", "features.10"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--k", "2", "--n-subspaces", "3"])
+    assert "unrecognized arguments: --n-subspaces" in capsys.readouterr().err
+
+
+def _result(out: Path) -> SweepResult:
+    saved = json.loads((out / "sweep.json").read_text())
+    rows = tuple(zennit_drsa.sweep.SweepRow(**row) for row in saved["rows"])
+    return SweepResult(
+        out_dir=out,
+        layers=tuple(saved["layers"]),
+        n_subspaces=tuple(saved["n_subspaces"]),
+        eval_split=saved["eval_split"],
+        accuracy=saved["accuracy"],
+        rows=rows,
+        computed=(),
+        reused=(),
+        settings=saved["settings"],
+    )
