@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from audio_cnn._cli import run_command
+
 __all__ = ["main"]
 
 # Flags that map one-to-one onto TrainConfig fields (flag name → field name).
@@ -163,17 +165,8 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``audio-cnn``; returns the process exit status."""
     args = _build_parser().parse_args(argv)
-    from audio_cnn.audio_io import AudioDecodeError
-    from audio_cnn.train import TrainingDivergedError
-
-    try:
-        return _run(args)
-    except (ValueError, OSError, AudioDecodeError, TrainingDivergedError) as error:
-        print(f"audio-cnn {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; resume training with --resume", file=sys.stderr)
-        return 130
+    resume = "interrupted; resume training with --resume"
+    return run_command("audio-cnn", _run, args, interrupted=resume)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from audio_cnn._cli import run_command
+
 __all__ = ["main"]
 
 # Flags that map one-to-one onto AnalysisConfig fields (flag name → type).
@@ -183,17 +185,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zennit-drsa``; returns the process exit status."""
     args = _build_parser().parse_args(argv)
-    from audio_cnn.audio_io import AudioDecodeError
-    from audio_cnn.train import TrainingDivergedError
-
-    try:
-        return _run(args)
-    except (ValueError, OSError, AudioDecodeError, TrainingDivergedError) as error:
-        print(f"zennit-drsa {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command("zennit-drsa", _run, args)
 
 
 if __name__ == "__main__":
