@@ -272,3 +272,71 @@ def test_the_report_policy_blocks_an_injected_external_reference(tmp_path):
     dom, requests = _chromium(page, tmp_path, "--dump-dom")
     assert "example.invalid/tracker.png" in dom
     assert requests == []
+
+
+@pytest.fixture(scope="module")
+def analysis_page(toy, tmp_path_factory):
+    """The report of a real (small) analysis of the toy run, rendered: DOM and requests."""
+    from zennit_drsa.analysis import (
+        AnalysisConfig,
+        evaluate_concepts,
+        explain_concepts,
+        fit_concepts,
+        write_report,
+    )
+
+    data, run = toy
+    out = tmp_path_factory.mktemp("analysis")
+    config = AnalysisConfig(
+        layer="features.13",
+        n_subspaces=2,
+        fit_clips_per_class=4,
+        eval_clips_per_class=3,
+        n_locations=4,
+        max_iter=10,
+        n_restarts=1,
+    )
+    fit_concepts(run, data, out, config, progress=False)
+    explain_concepts(out, progress=False)
+    evaluate_concepts(out, progress=False)
+    write_report(out, examples_per_class=2, progress=False)
+    (out / "dom").mkdir()
+    dom, requests = _chromium(out / "report.html", out / "dom", "--dump-dom")
+    class_names = json.loads((out / "analysis.json").read_text())["class_names"]
+    return _Elements(dom), requests, class_names, config.n_subspaces
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_analysis_report_shows_every_class_with_panels_and_players(analysis_page):
+    document, requests, class_names, k = analysis_page
+    panels = [
+        (index, attrs)
+        for index, attrs, _ in document.tags("figure")
+        if attrs.get("class") == "panel"
+    ]
+    for name in class_names:
+        own = [
+            index
+            for index, _ in panels
+            if any(
+                alt and alt.startswith(f"{name} · ")
+                for _, img, parents in document.tags("img")
+                if index in parents
+                for alt in [img.get("alt")]
+            )
+        ]
+        assert len(own) == 2, f"class {name}: {len(own)} concept panels, expected 2"
+        for index in own:
+            images = [a for _, a, parents in document.tags("img") if index in parents]
+            assert images[0]["src"].startswith("data:image/png;base64,")
+            players = [a for _, a, parents in document.tags("audio") if index in parents]
+            # The original chunk and one sonified concept per player.
+            assert [p["aria-label"] for p in players] == [
+                "original",
+                *(f"concept {c + 1}" for c in range(k)),
+            ]
+            assert all(p["src"].startswith("data:audio/wav;base64,") for p in players)
+    sources = [a.get("src") or a.get("href") for _, a, _ in document.elements]
+    assert all(s is None or s.startswith(("data:", "#")) for s in sources)
+    assert requests == []

@@ -17,7 +17,15 @@ import zennit_drsa.sweep
 from audio_cnn.model import AudioCNN
 from zennit_drsa.analysis import AnalysisConfig
 from zennit_drsa.cli import main
-from zennit_drsa.sweep import SweepResult, format_sweep, plot_sweep, sweep_concepts
+from zennit_drsa.sweep import (
+    SweepResult,
+    SweepRow,
+    best_pair,
+    format_sweep,
+    load_sweep,
+    plot_sweep,
+    sweep_concepts,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -181,3 +189,46 @@ def _result(out: Path) -> SweepResult:
         reused=(),
         settings=saved["settings"],
     )
+
+
+def test_load_sweep_reads_back_what_the_sweep_wrote(swept):
+    out, _ = swept
+    loaded = load_sweep(out / "sweep.json")
+    saved = json.loads((out / "sweep.json").read_text())
+    assert loaded.to_dict() == saved
+    assert loaded.reused == tuple(itertools.product(LAYERS, KS)) and loaded.computed == ()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("{", "not valid JSON"), ('{"format": "other"}', "not a sweep"),
+     ('{"format": "zennit_drsa.sweep", "rows": []}', "not a complete sweep")],
+)  # fmt: skip
+def test_load_sweep_rejects_other_files(tmp_path, content, message):
+    path = tmp_path / "sweep.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_sweep(path)
+
+
+def _row(layer: str, k: int, method: str, aupc: float | None, recovery: float | None):
+    return SweepRow(layer, k, method, aupc, aupc, 0.01, recovery, 0.4, 10)
+
+
+def test_best_pair_uses_only_the_methods_own_figures():
+    rows = (
+        _row("a", 2, "drsa", 0.30, 0.60),
+        _row("a", 4, "drsa", 0.10, 0.55),  # lower AUPC, but recovery decides first
+        _row("b", 2, "drsa", 0.20, 0.60),  # ties with (a, 2) on recovery, lower AUPC
+        _row("b", 4, "prca", 0.01, 0.90),  # other methods are not looked at
+    )
+    result = SweepResult(Path("."), ("a", "b"), (2, 4), "val", 1.0, rows, (), (), {})
+    assert best_pair(result) == ("b", 2)
+    assert best_pair(result, "prca") == ("b", 4)
+    # Without recovery (data with no known objects) the lowest AUPC wins.
+    plain = dataclasses.replace(result, rows=tuple(
+        dataclasses.replace(row, recovery=None) for row in rows
+    ))  # fmt: skip
+    assert best_pair(plain) == ("a", 4)
+    with pytest.raises(ValueError, match="no evaluated rows of method 'dsa'"):
+        best_pair(result, "dsa")

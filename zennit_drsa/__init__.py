@@ -14,13 +14,13 @@ from zennit_drsa.analysis import (
     explain_and_evaluate,
     explain_concepts,
     fit_concepts,
-    run_demo,
     write_report,
 )
 from zennit_drsa.attribution import ConceptExplanation, DRSAAttributor
 from zennit_drsa.collect import Collection, collect
 from zennit_drsa.composites import audio_composite, reference_composite
 from zennit_drsa.context import LayerContext, LayerContextResult, target_gradient
+from zennit_drsa.demo import run_demo
 from zennit_drsa.estimators import (
     DRSA,
     DSA,

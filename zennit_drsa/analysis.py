@@ -16,7 +16,7 @@ or folder-per-class layout), each step reading what the previous one wrote into 
 4. :func:`write_report`: ``report.html`` (self-contained) and ``summary.json``
    (:func:`summarize_concepts`).
 
-:func:`run_demo` synthesises the toy task, trains the CNN and runs all four steps;
+:func:`zennit_drsa.demo.run_demo` synthesises the toy task, trains the CNN and runs all four steps;
 :func:`zennit_drsa.sweep.sweep_concepts` runs steps 1–3 over several layers and ``K``.
 """
 
@@ -26,11 +26,10 @@ import dataclasses
 import json
 import math
 import os
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -56,6 +55,9 @@ from zennit_drsa.evaluation import (
 )
 from zennit_drsa.layers import resolve_layer
 
+if TYPE_CHECKING:
+    from zennit_drsa.report import Report
+
 __all__ = [
     "METHODS",
     "AnalysisConfig",
@@ -66,7 +68,6 @@ __all__ = [
     "fit_concepts",
     "format_summary",
     "plan_layer",
-    "run_demo",
     "summarize_concepts",
     "write_report",
 ]
@@ -584,6 +585,7 @@ def write_report(
     progress: bool = True,
     timings: dict[str, float] | None = None,
     notes: Sequence[str] = (),
+    extra_sections: Callable[[Report, Path], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``out_dir/report.html`` and ``out_dir/summary.json`` from the evaluation.
 
@@ -604,6 +606,10 @@ def write_report(
         Optional step name → seconds, shown in the report's settings.
     notes:
         Paragraphs added to the report's results section (e.g. where settings came from).
+    extra_sections:
+        Called as ``extra_sections(report, media_dir)`` after the results section, to add
+        sections of one's own (:mod:`zennit_drsa.demo` adds the sweep that chose its layer
+        and K); PNGs written into ``media_dir`` are embedded like the others.
 
     Returns
     -------
@@ -675,6 +681,9 @@ def write_report(
             )
     overview.table(per_class, caption="Per class")
     overview.figure(out_dir / "evaluation" / "flipping.png", "Mean normalised flipping curves")
+    if extra_sections is not None:
+        media.mkdir(parents=True, exist_ok=True)
+        extra_sections(report, media)
     steps.update()
 
     concepts = report.section(
@@ -765,111 +774,6 @@ _EXPLANATION_TEXT = (
     "These numbers describe this model, layer and K on this data; they are measurements, "
     "not guarantees, and small test sets give wide error bars.",
 )
-
-
-# --------------------------------------------------------------------------- demo
-
-
-def run_demo(
-    out_dir: str | os.PathLike[str],
-    *,
-    clips_per_class: int = 700,
-    epochs: int = 20,
-    max_minutes: float | None = None,
-    seed: int = 0,
-    config: AnalysisConfig | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """The toy task end to end: synthesise, train, fit, explain, evaluate, report.
-
-    Writes ``out_dir/data`` (the toy task), ``out_dir/run`` (the trained CNN) and the analysis
-    (``report.html``, ``summary.json``, ...) into ``out_dir``, and prints a summary table.
-
-    Parameters
-    ----------
-    out_dir:
-        Output directory (missing, empty, or an earlier demo with the same arguments: the
-        data are reused, training resumes from its last checkpoint).
-    clips_per_class:
-        Toy clips per class (70 % train, 15 % validation, 15 % test).
-    epochs, max_minutes:
-        Training epochs and an optional time budget (training stops after the epoch that
-        exceeds it). No budget by default, so the same seed gives the same model and figures
-        whatever the machine's load.
-    seed:
-        Seed of the data, the training and the analysis (``config.seeds`` defaults to
-        ``(seed,)``).
-    config:
-        Analysis settings; default :class:`AnalysisConfig` with ``seeds=(seed,)``, the
-        last convolutional block and K = 2 (chosen by the sweep in :data:`DEMO_SWEEP`).
-    progress:
-        Show tqdm progress bars.
-
-    Returns
-    -------
-    dict
-        The summary (see :func:`write_report`).
-    """
-    from audio_cnn.model import AudioCNN
-    from audio_cnn.synthetic import SyntheticTask, write_synthetic_dataset
-    from audio_cnn.train import TrainConfig, train
-
-    out_dir = Path(out_dir)
-    demo_layer = AudioCNN.preset("toy").block_output(DEMO_BLOCK)
-    config = config or AnalysisConfig(seeds=(seed,), layer=demo_layer, n_subspaces=DEMO_K)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    data = write_synthetic_dataset(
-        out_dir / "data",
-        SyntheticTask.toy(seed=seed),
-        clips_per_class=clips_per_class,
-        progress=progress,
-    )
-    timings["synthesise"] = time.perf_counter() - start
-    run = out_dir / "run"
-    training = TrainConfig.preset(
-        "toy", epochs=epochs, max_minutes=max_minutes, seed=seed, device=config.device
-    )
-    resume = (run / "last.pt").is_file()
-    train(data, run, preset="toy", config=training, resume=resume, progress=progress)
-    timings["train"] = time.perf_counter() - start - sum(timings.values())
-    fit_concepts(run, data, out_dir, config, progress=progress)
-    timings["fit"] = time.perf_counter() - start - sum(timings.values())
-    explain_concepts(out_dir, progress=progress)
-    timings["explain"] = time.perf_counter() - start - sum(timings.values())
-    evaluate_concepts(out_dir, progress=progress)
-    timings["evaluate"] = time.perf_counter() - start - sum(timings.values())
-    summary = write_report(out_dir, progress=progress, timings=timings, notes=[_demo_note()])
-    timings["report"] = time.perf_counter() - start - sum(timings.values())
-    print(format_summary(summary))
-    print(f"report: {out_dir / 'report.html'}  (wall time {time.perf_counter() - start:.0f} s)")
-    return summary
-
-
-# The demo's layer and K come from a sweep on the toy task (one trained model, seed 0, the
-# test split the demo reports on): DRSA's disentangled AUPC / recovery, PRCA's, random's.
-DEMO_SWEEP = (
-    ("block 4 (features.10)", 4, "0.213 / 0.468", "0.471 / 0.541", "0.441 / 0.395"),
-    ("block 4 (features.10)", 2, "0.376 / 0.498", "0.690 / 0.560", "0.325 / 0.473"),
-    ("block 5 (features.13)", 4, "0.369 / 0.512", "0.343 / 0.438", "0.286 / 0.379"),
-    ("block 5 (features.13)", 2, "0.169 / 0.612", "0.306 / 0.444", "0.291 / 0.460"),
-)
-DEMO_BLOCK, DEMO_K = -1, 2
-
-
-def _demo_note() -> str:
-    rows = "; ".join(
-        f"{layer}, K = {k}: DRSA {drsa}, PRCA {prca}, random {rand}"
-        for layer, k, drsa, prca, rand in DEMO_SWEEP
-    )
-    return (
-        "Where the demo's layer and K come from: a sweep over layers and K on the toy task "
-        f"(AUPC / recovery; lower AUPC and higher recovery are better): {rows}. The demo uses "
-        "the last convolutional block with K = 2, where DRSA led on both measures. The sweep "
-        "used a single trained model and seed and the same test split, so it is an indication, "
-        "not a tuned-and-held-out result; at block 4 (the reference layer) PRCA recovered "
-        "objects better."
-    )
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -51,10 +51,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, required=True, help="output directory")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--clips-per-class", type=int, default=700)
+    demo.add_argument("--clips-per-class", type=int, default=2000)
     demo.add_argument("--epochs", type=int, default=20)
     demo.add_argument(
         "--max-minutes", type=float, help="training time budget (default: none, reproducible)"
+    )
+    demo.add_argument(
+        "--sweep",
+        action="store_true",
+        help="choose the layer and K from a fresh sweep on the validation split (slow) "
+        "instead of the recorded one",
     )
     demo.add_argument("--no-progress", action="store_true")
 
@@ -135,12 +141,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         if args.clips_per_class < 10:
             raise ValueError(f"--clips-per-class must be at least 10, got {args.clips_per_class}")
-        analysis.run_demo(
+        from zennit_drsa.demo import run_demo
+
+        run_demo(
             args.out,
             clips_per_class=args.clips_per_class,
             epochs=args.epochs,
             max_minutes=args.max_minutes,
             seed=args.seed,
+            sweep=args.sweep,
             progress=progress,
         )
     elif args.command == "fit":

@@ -49,7 +49,15 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["SweepResult", "SweepRow", "format_sweep", "plot_sweep", "sweep_concepts"]
+__all__ = [
+    "SweepResult",
+    "SweepRow",
+    "best_pair",
+    "format_sweep",
+    "load_sweep",
+    "plot_sweep",
+    "sweep_concepts",
+]
 
 _FORMAT = "zennit_drsa.sweep"
 _ENTRY = "sweep_entry.json"
@@ -235,6 +243,72 @@ def sweep_concepts(
     write_text_atomic(out_dir / "sweep.json", json.dumps(result.to_dict(), indent=2))
     plot_sweep(result, out_dir / "sweep.png")
     return result
+
+
+def load_sweep(path: str | os.PathLike[str]) -> SweepResult:
+    """Read a ``sweep.json`` written by :func:`sweep_concepts`.
+
+    The result's ``out_dir`` is the file's folder; every pair counts as ``reused``.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a sweep (wrong ``format``) or a row lacks a field.
+    OSError
+        If it cannot be read.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); run the sweep again") from None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a sweep written by zennit_drsa.sweep_concepts")
+    try:
+        rows = tuple(SweepRow(**row) for row in data["rows"])
+        layers, ks = tuple(data["layers"]), tuple(data["n_subspaces"])
+        return SweepResult(
+            out_dir=path.parent,
+            layers=layers,
+            n_subspaces=ks,
+            eval_split=data["eval_split"],
+            accuracy=data["accuracy"],
+            rows=rows,
+            computed=(),
+            reused=tuple((layer, k) for layer in layers for k in ks),
+            settings=data["settings"],
+        )
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a complete sweep ({error})") from None
+
+
+def best_pair(result: SweepResult, method: str = "drsa") -> tuple[str, int]:
+    """The ``(layer, K)`` where ``method``'s concepts are best by its own figures.
+
+    Best means the highest concept recovery (where the data have known sound objects), ties
+    and data without recovery decided by the lower AUPC. Only ``method``'s rows are looked
+    at, not its margin over the baselines, so the choice does not favour a comparison.
+
+    Raises
+    ------
+    ValueError
+        If the sweep has no row of ``method`` with a finite AUPC or recovery.
+    """
+    candidates = [
+        row
+        for row in result.rows
+        if row.method == method and (row.recovery is not None or row.aupc is not None)
+    ]
+    if not candidates:
+        raise ValueError(f"the sweep has no evaluated rows of method {method!r}")
+
+    def merit(row: SweepRow) -> tuple[float, float]:
+        recovery = -math.inf if row.recovery is None else row.recovery
+        aupc = math.inf if row.aupc is None else row.aupc
+        return (recovery, -aupc)
+
+    best = max(candidates, key=merit)
+    return best.layer, best.n_subspaces
 
 
 def format_sweep(result: SweepResult) -> str:
