@@ -357,7 +357,7 @@ def plot_sweep(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11.0, 4.4), layout="constrained")
+    figure = Figure(figsize=(12.5, 4.4), layout="constrained")
     FigureCanvasAgg(figure)
     aupc_ax, recovery_ax = figure.subplots(1, 2)
     ks = np.array(result.n_subspaces)
@@ -390,8 +390,14 @@ def plot_sweep(
     recovery_ax.set(title="Concept recovery (higher is better)", ylabel="recovery (class mean)")
     for ax in (aupc_ax, recovery_ax):
         _k_axis(ax, result.n_subspaces)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    # One legend beside both panels: inside, a dozen entries hide the lines.
+    handles, labels = aupc_ax.get_legend_handles_labels()
+    for handle, label in zip(*recovery_ax.get_legend_handles_labels(), strict=True):
+        if label not in labels:  # the chance line
+            handles.append(handle)
+            labels.append(label)
+    if handles:
+        figure.legend(handles, labels, loc="outside right center", fontsize=7)
     figure.suptitle(f"Sweep over layers and K ({result.eval_split} clips)")
     if path is not None:
         with atomic_path(path) as tmp:
