@@ -16,7 +16,11 @@ load affects all methods alike):
    LRP has no WSquare and a different γ rule); the standard maps of both are compared.
 
 Ratios are printed for wall-clock time and for the process's CPU time (steadier on a shared
-machine). Example::
+machine). Before and after the measurements, the fixed cost of one parallel operation is
+printed: when other processes keep the cores busy, every parallel operation with several
+threads waits for a descheduled thread (milliseconds instead of microseconds), so timings
+with more than one thread then count operations rather than measure work, and the ratios
+are not those of the methods. Example::
 
     python benchmarks/bench_attribution.py --threads 2 --repeats 3
 """
@@ -107,6 +111,41 @@ def _captum_lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     return LRP(model).attribute(x, target=target)
 
 
+def _parallel_op_seconds(threads: int, window: float = 0.3) -> float:
+    """Mean wall time of a multiply of 100,000 floats (parallel above 32,768) at ``threads``.
+
+    Averaged over ``window`` seconds, several scheduler time slices, so that the waits for a
+    descheduled thread on busy cores are counted as often as they happen.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(2, 100_000, generator=torch.Generator().manual_seed(0))
+        a.mul(b)
+        count, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < window:
+            a.mul(b)
+            count += 1
+        return elapsed / count
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _machine_check(threads: int, when: str) -> None:
+    """Print the cost of a parallel operation, and say when busy cores distort the timings."""
+    own = _parallel_op_seconds(threads)
+    line = f"  machine check ({when}): a parallel 100k-element multiply takes {own * 1e6:.0f} µs"
+    if threads > 1:
+        single = _parallel_op_seconds(1)
+        line += f" with {threads} threads, {single * 1e6:.0f} µs with 1"
+        if own > 10 * single:
+            line += (
+                "; the cores are busy (each parallel operation waits for a descheduled thread), "
+                "so these timings count operations rather than measure work"
+            )
+    print(line)
+
+
 def _timed(run: Callable[[], object]) -> tuple[float, float, object]:
     wall, cpu = time.perf_counter(), time.process_time()
     result = run()
@@ -151,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         f"K = {N_SUBSPACES}, d_k = {SUBSPACE_DIM}, {args.threads} threads, "
         f"{args.repeats} rounds (medians)"
     )
+    _machine_check(args.threads, "before")
 
     composite = reference_composite(model)
     standard = Gradient(model, reference_composite(model))
@@ -177,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         args.repeats,
     )
 
+    _machine_check(args.threads, "after")
     for name, (wall, cpu) in {**zennit["medians"], **captum["medians"]}.items():
         print(f"  {name:<40s} {wall:7.2f} s wall  {cpu:7.2f} s CPU")
 
@@ -196,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with torch.no_grad():
         ours = drsa_attribution.attribute(x, target=target)
-    theirs = _captum_lrp(model, x, target)
+    theirs = _captum_lrp(model, x, target).detach()
     agreement = float((ours - theirs).norm() / theirs.norm())
     captum_names = list(captum["medians"])
     print(f"3. DRSAAttribution (one concept) / captum LRP: "

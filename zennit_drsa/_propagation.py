@@ -3,11 +3,13 @@
 After :meth:`LayerContext.forward <zennit_drsa.context.LayerContext.forward>` and one backward
 pass from the output to the layer (activation ``a``, context ``c``), the relevance of every
 subspace and of the residual, ``a ⊙ (P_k c)``, is placed at the layer and propagated to the
-input in one call of ``torch.autograd.grad(..., is_grads_batched=True)``: autograd vectorises
-the backward pass over the maps, so Zennit's rule hooks recompute each module's modified
-forward once and apply its gradient to all maps together. Chunks of ``chunk_size`` maps bound
-the memory. LRP below the layer is linear in the relevance placed there (the stabilisers are
-fixed by the forward pass), so the maps sum to the LRP heatmap of ``a ⊙ c``.
+input for all maps together. When the modules below the layer form a plain chain (CNNs such
+as ``AudioCNN`` and VGG), :func:`~zennit_drsa._chain.propagate_chain` does it with the maps
+folded into the batch; otherwise one call of ``torch.autograd.grad(..., is_grads_batched=True)``
+vectorises the backward pass over the maps, through Zennit's rule hooks (slower: it loops over
+the maps for convolutions and pooling). Chunks of ``chunk_size`` maps bound the memory. LRP
+below the layer is linear in the relevance placed there (the stabilisers are fixed by the
+forward pass), so the maps sum to the LRP heatmap of ``a ⊙ c``.
 
 When a skip connection bypasses the layer, the relevance that never passes through it is
 propagated too (one more backward pass from the output, with the layer's gradient zeroed) and
@@ -22,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ._chain import propagate_chain
 from ._subspaces import ConceptSubspaces, classes_from_attr_output
 from .context import LayerContext
 
@@ -138,7 +141,11 @@ def propagate(
         relevances = torch.einsum("mk,k...->m...", mixing.to(parts), parts)
     inputs = layer.input if isinstance(layer.input, tuple) else (layer.input,)
     bypassed = bool(layer.bypass) and len(relevances) > 0
-    heatmaps = _batched_backward(activation, inputs, relevances, chunk_size, keep=bypassed)
+    links = layer.chain()
+    if links is not None:
+        heatmaps: tuple[torch.Tensor, ...] = (propagate_chain(links, relevances, chunk_size),)
+    else:
+        heatmaps = _batched_backward(activation, inputs, relevances, chunk_size, keep=bypassed)
     bypass = _bypass(output, attr_output, activation, inputs) if bypassed else None
     if layer.bypass:
         share = ""

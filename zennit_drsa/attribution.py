@@ -157,7 +157,9 @@ class DRSAAttributor(Attributor):
         self.layer = layer
         self.subspaces = ConceptSubspaces(subspaces)
         self.chunk_size = check_chunk_size(chunk_size)
-        self.layer_context = LayerContext(model, composite, layer, context=context)
+        self.layer_context = LayerContext(
+            model, composite, layer, context=context, record_chain=True
+        )
         self._entered = False
 
     def __enter__(self) -> DRSAAttributor:

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from zennit.core import BasicHook, Composite, Hook
 
+from ._chain import ChainRecorder, Link
 from .layers import check_eval, check_single_call, resolve_layer
 
 __all__ = [
@@ -188,6 +189,10 @@ class LayerContext:
     tol:
         Largest relative difference ``‖R − a ⊙ c‖ / ‖R‖`` tolerated per batch in exact mode
         before raising; ``None`` disables the check.
+    record_chain:
+        Also record the modules' calls up to the layer, so that :meth:`chain` can tell
+        whether they form a plain chain from the input (for the fast propagation of concept
+        maps to the input); off by default, since it hooks every leaf module.
 
     Examples
     --------
@@ -221,6 +226,7 @@ class LayerContext:
         *,
         context: ContextMode = "exact",
         tol: float | None = 1e-4,
+        record_chain: bool = False,
     ) -> None:
         if context not in CONTEXT_MODES:
             raise ValueError(f"context must be one of {CONTEXT_MODES}, got {context!r}")
@@ -241,6 +247,7 @@ class LayerContext:
         self._reducers: dict[BasicHook, Callable] = {}
         self._names: dict[nn.Module, str] = {}
         self._hooks: dict[nn.Module, Hook] = {}
+        self._recorder = ChainRecorder() if record_chain else None
         self._reset_records()
 
     # -- registration ---------------------------------------------------------------------
@@ -267,6 +274,9 @@ class LayerContext:
                 self._handles.append(rule_module.register_forward_hook(self._record_output))
                 if self.mode == "exact":
                     self._wrap_reducer(rule_module, hook)
+            if self._recorder is not None:
+                # After the composite's hooks and before the layer's tap (see ChainRecorder).
+                self._handles.extend(self._recorder.register(self.model))
             # Registered last, so that a layer that has a rule records its output unreplaced.
             self._handles.append(module.register_forward_hook(self._tap_layer))
         except BaseException:
@@ -317,6 +327,8 @@ class LayerContext:
         self._outputs: dict[nn.Module, torch.Tensor] = {}
         self._consumer_modules: list[nn.Module] = []
         self._captured: dict[nn.Module, torch.Tensor] = {}
+        if self._recorder is not None:
+            self._recorder.clear()
 
     def _record_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._rule_calls[module] = self._rule_calls.get(module, 0) + 1
@@ -341,6 +353,8 @@ class LayerContext:
         self.activation = tapped
         self._layer_version = tapped._version
         self._after_layer = True
+        if self._recorder is not None:
+            self._recorder.stop(output)
         return tapped
 
     # -- computation ----------------------------------------------------------------------
@@ -382,6 +396,8 @@ class LayerContext:
             # Canonizers may add modules left in training mode; only a switch back counts.
             check_eval(self.model)
         self._reset_records()
+        if self._recorder is not None:
+            self._recorder.start()
         self.activation = None
         inputs = tuple(x if x.requires_grad else x.detach().requires_grad_() for x in inputs)
         self.input = inputs if isinstance(input, tuple) else inputs[0]
@@ -501,6 +517,23 @@ class LayerContext:
         )
         self.clear()
         return result
+
+    def chain(self) -> tuple[Link, ...] | None:
+        """The modules from the input to the layer in the last :meth:`forward`, if a plain chain.
+
+        Returns
+        -------
+        tuple of Link or None
+            The modules from the layer down to the input, each with its Zennit hook and its
+            input, when each takes the previous one's output and nothing else and all are
+            supported by :func:`~zennit_drsa._chain.propagate_chain`; ``None`` otherwise, or
+            without ``record_chain``, or for a model with several inputs.
+        """
+        self._require_active()
+        inputs = self.input if isinstance(self.input, tuple) else (self.input,)
+        if self._recorder is None or len(inputs) != 1 or inputs[0] is None:
+            return None
+        return self._recorder.links(inputs[0], self._hooks, self)
 
     def clear(self) -> None:
         """Forget the last forward pass, so that its autograd graph can be freed.
