@@ -32,3 +32,22 @@ def toy(tmp_path_factory) -> tuple[Path, Path]:
     config = TrainConfig.preset("toy", epochs=1, batch_size=8, patience=0)
     train(data, root / "run", config=config, progress=False)
     return data, root / "run"
+
+
+@pytest.fixture(scope="session")
+def small_analysis():
+    """Analysis settings small enough for tests: last block, K = 2, a few clips and steps.
+
+    For tests of the pipeline's plumbing, not of what the methods find.
+    """
+    from zennit_drsa.analysis import AnalysisConfig
+
+    return AnalysisConfig(
+        layer="features.13",
+        n_subspaces=2,
+        fit_clips_per_class=4,
+        eval_clips_per_class=3,
+        n_locations=4,
+        max_iter=10,
+        n_restarts=1,
+    )

@@ -8,7 +8,7 @@ import pytest
 
 import zennit_drsa.demo
 from audio_cnn.model import AudioCNN
-from zennit_drsa.analysis import METHODS, AnalysisConfig
+from zennit_drsa.analysis import METHODS
 from zennit_drsa.demo import DEMO_BLOCKS, DEMO_KS, DEMO_SEEDS, recorded_sweep, run_demo
 from zennit_drsa.sweep import best_pair
 
@@ -29,26 +29,15 @@ def test_recorded_sweep_covers_the_demo_grid_on_validation_clips():
     assert layer in sweep.layers and k in DEMO_KS
 
 
-SMALL = AnalysisConfig(
-    layer=_TOY.block_output(-1),
-    n_subspaces=2,
-    fit_clips_per_class=4,
-    eval_clips_per_class=3,
-    n_locations=4,
-    max_iter=10,
-    n_restarts=1,
-)
-
-
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("sweep", [False, True])
-def test_small_demo_writes_report_and_summary(tmp_path, monkeypatch, sweep):
+def test_small_demo_writes_report_and_summary(tmp_path, monkeypatch, small_analysis, sweep):
     # A one-pair grid keeps the sweep variant short; the full grid is the recorded one.
     monkeypatch.setattr(zennit_drsa.demo, "DEMO_BLOCKS", (5,))
     monkeypatch.setattr(zennit_drsa.demo, "DEMO_KS", (2,))
     summary = run_demo(
-        tmp_path, clips_per_class=12, epochs=1, sweep=sweep, config=SMALL, progress=False
+        tmp_path, clips_per_class=12, epochs=1, sweep=sweep, config=small_analysis, progress=False
     )
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert 0.0 <= summary["accuracy"] <= 1.0
@@ -56,7 +45,7 @@ def test_small_demo_writes_report_and_summary(tmp_path, monkeypatch, sweep):
     recovery = summary["methods"]["drsa"]["recovery"]
     assert recovery is None or 0.0 <= recovery <= 1.0
     demo = summary["demo"]
-    assert (demo["layer"], demo["n_subspaces"]) == (SMALL.layer, 2)
+    assert (demo["layer"], demo["n_subspaces"]) == (small_analysis.layer, 2)
     assert demo["sweep_origin"] == ("computed" if sweep else "recorded")
     assert set(demo["timings_s"]) >= {"synthesise", "train", "fit", "explain", "evaluate"}
     html = (tmp_path / "report.html").read_text()

@@ -275,10 +275,9 @@ def test_the_report_policy_blocks_an_injected_external_reference(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def analysis_page(toy, tmp_path_factory):
+def analysis_page(toy, small_analysis, tmp_path_factory):
     """The report of a real (small) analysis of the toy run, rendered: DOM and requests."""
     from zennit_drsa.analysis import (
-        AnalysisConfig,
         evaluate_concepts,
         explain_concepts,
         fit_concepts,
@@ -287,15 +286,7 @@ def analysis_page(toy, tmp_path_factory):
 
     data, run = toy
     out = tmp_path_factory.mktemp("analysis")
-    config = AnalysisConfig(
-        layer="features.13",
-        n_subspaces=2,
-        fit_clips_per_class=4,
-        eval_clips_per_class=3,
-        n_locations=4,
-        max_iter=10,
-        n_restarts=1,
-    )
+    config = small_analysis
     fit_concepts(run, data, out, config, progress=False)
     explain_concepts(out, progress=False)
     evaluate_concepts(out, progress=False)
