@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from _machine import machine_check
 from captum.attr import LRP
 from captum.attr._utils.lrp_rules import EpsilonRule
 from torch import nn
@@ -111,41 +112,6 @@ def _captum_lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     return LRP(model).attribute(x, target=target)
 
 
-def _parallel_op_seconds(threads: int, window: float = 0.3) -> float:
-    """Mean wall time of a multiply of 100,000 floats (parallel above 32,768) at ``threads``.
-
-    Averaged over ``window`` seconds, several scheduler time slices, so that the waits for a
-    descheduled thread on busy cores are counted as often as they happen.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(2, 100_000, generator=torch.Generator().manual_seed(0))
-        a.mul(b)
-        count, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < window:
-            a.mul(b)
-            count += 1
-        return elapsed / count
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _machine_check(threads: int, when: str) -> None:
-    """Print the cost of a parallel operation, and say when busy cores distort the timings."""
-    own = _parallel_op_seconds(threads)
-    line = f"  machine check ({when}): a parallel 100k-element multiply takes {own * 1e6:.0f} µs"
-    if threads > 1:
-        single = _parallel_op_seconds(1)
-        line += f" with {threads} threads, {single * 1e6:.0f} µs with 1"
-        if own > 10 * single:
-            line += (
-                "; the cores are busy (each parallel operation waits for a descheduled thread), "
-                "so these timings count operations rather than measure work"
-            )
-    print(line)
-
-
 def _timed(run: Callable[[], object]) -> tuple[float, float, object]:
     wall, cpu = time.perf_counter(), time.process_time()
     result = run()
@@ -190,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         f"K = {N_SUBSPACES}, d_k = {SUBSPACE_DIM}, {args.threads} threads, "
         f"{args.repeats} rounds (medians)"
     )
-    _machine_check(args.threads, "before")
+    machine_check(args.threads, "before")
 
     composite = reference_composite(model)
     standard = Gradient(model, reference_composite(model))
@@ -217,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         args.repeats,
     )
 
-    _machine_check(args.threads, "after")
+    machine_check(args.threads, "after")
     for name, (wall, cpu) in {**zennit["medians"], **captum["medians"]}.items():
         print(f"  {name:<40s} {wall:7.2f} s wall  {cpu:7.2f} s CPU")
 
