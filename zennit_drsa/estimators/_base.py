@@ -338,14 +338,16 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         """``(p, q)`` of the objective this estimator reports and is scored by."""
         return _DEFAULT_P, _DEFAULT_Q
 
-    def _objective(self, basis: np.ndarray, data: TrainingData) -> float:
-        """The DRSA objective of ``basis`` ``(d, m)`` on the normalised training data."""
+    def _closed_form(self, basis: np.ndarray, data: TrainingData) -> FittedBasis:
+        """A basis ``(d, m)`` found without iterations, scored by the DRSA objective on the
+        normalised training data (its one-entry trace)."""
         context = data.activations if data.context is None else data.context
         relevance = _block_relevance(data.activations, context, basis.T, data.sizes)
-        objective, _, _ = pool_relevance(
+        pooled, _, _ = pool_relevance(
             torch.from_numpy(relevance)[:, None, :], *self._pooling_orders()
         )
-        return float(objective[0])
+        objective = float(pooled[0])
+        return FittedBasis(basis, objective, np.array([objective]), 0)
 
     @property
     def _n_features_out(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from zennit_drsa.estimators._base import FittedBasis, SubspaceEstimator, TrainingData, generator
@@ -89,8 +88,7 @@ class PCASubspaces(SubspaceEstimator):
     def _fit_basis(self, data: TrainingData) -> FittedBasis:
         activations = data.activations
         _, basis = top_eigenvectors(activations.T @ activations, sum(data.sizes))
-        objective = self._objective(basis, data)
-        return FittedBasis(basis, objective, np.array([objective]), 0)
+        return self._closed_form(basis, data)
 
 
 class RandomSubspaces(SubspaceEstimator):
@@ -125,5 +123,4 @@ class RandomSubspaces(SubspaceEstimator):
     def _fit_basis(self, data: TrainingData) -> FittedBasis:
         d, m = data.activations.shape[1], sum(data.sizes)
         basis = haar_orthonormal(generator(self.random_state), d, m)[0]
-        objective = self._objective(basis, data)
-        return FittedBasis(basis, objective, np.array([objective]), 0)
+        return self._closed_form(basis, data)

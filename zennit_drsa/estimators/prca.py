@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-import numpy as np
-
 from zennit_drsa.estimators._base import FittedBasis, SubspaceEstimator, TrainingData
 from zennit_drsa.estimators._linalg import top_eigenvectors
 
@@ -48,5 +46,4 @@ class PRCA(SubspaceEstimator):
         context = activations if data.context is None else data.context
         cross = activations.T @ context / len(activations)
         _, basis = top_eigenvectors(cross + cross.T, sum(data.sizes))
-        objective = self._objective(basis, data)
-        return FittedBasis(basis, objective, np.array([objective]), 0)
+        return self._closed_form(basis, data)
