@@ -34,6 +34,8 @@ test: $(VENV)/.installed lint
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# The layers (pyproject.toml [tool.importlinter]): application → plugin core | model → atomic_io.
+	$(BIN)/lint-imports --no-cache
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format .

@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from audio_cnn._atomic import atomic_path
+from atomic_io import atomic_path
 
 __all__ = [
     "AudioDecodeError",

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from audio_cnn._atomic import atomic_path, write_text_atomic
+from atomic_io import atomic_path, write_text_atomic
 
 __all__ = [
     "DEFAULT_AUGMENTATION",

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from audio_cnn._atomic import atomic_path
+from atomic_io import atomic_path
 from audio_cnn.frontend import LogMel, LogMelConfig
 from audio_cnn.model import AudioCNN, AudioCNNConfig
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audio_cnn._atomic import write_text_atomic
+from atomic_io import write_text_atomic
 
 __all__ = [
     "AUDIO_EXTENSIONS",

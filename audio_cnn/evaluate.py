@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from audio_cnn._atomic import write_text_atomic
+from atomic_io import write_text_atomic
 from audio_cnn.audio_io import DecodedAudioCache
 from audio_cnn.checkpoint import load_run
 from audio_cnn.chunks import EvenChunkDataset

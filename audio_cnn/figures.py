@@ -6,27 +6,32 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures are files, never windows
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from audio_cnn._atomic import atomic_path
+from atomic_io import atomic_path
 
 __all__ = ["plot_confusion_matrix", "plot_training_curves"]
 
 
-def _save(figure: plt.Figure, path: str | os.PathLike[str]) -> None:
+def _figure(width: float, height: float) -> Figure:
+    # A bare Figure on an Agg canvas: headless, no pyplot state, the caller's backend untouched.
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
 
 
 def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """Loss and accuracy per epoch (train and validation) as a two-panel PNG at ``path``."""
     epochs = [r["epoch"] for r in history]
-    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure = _figure(9, 3.4)
+    loss_ax, acc_ax = figure.subplots(1, 2)
     loss_ax.plot(epochs, [r["train_loss"] for r in history], label="train")
     loss_ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
@@ -51,7 +56,8 @@ def plot_confusion_matrix(
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
     size = 1.0 + 0.55 * len(class_names)
-    figure, ax = plt.subplots(figsize=(size + 1.5, size))
+    figure = _figure(size + 1.5, size)
+    ax = figure.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")

@@ -31,7 +31,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from audio_cnn._atomic import atomic_path, write_text_atomic
+from atomic_io import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
     from audio_cnn.frontend import LogMel

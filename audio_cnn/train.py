@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from audio_cnn._atomic import write_text_atomic
+from atomic_io import write_text_atomic
 from audio_cnn.audio_io import DecodedAudioCache
 from audio_cnn.augment import SpecAugment, build_augmentation
 from audio_cnn.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint

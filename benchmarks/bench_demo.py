@@ -41,7 +41,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         out = args.keep or Path(scratch) / "demo"
         environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        command = [sys.executable, "-m", "zennit_drsa.cli", "demo", "--out", str(out)]
+        command = [sys.executable, "-m", "audio_concepts.cli", "demo", "--out", str(out)]
         start = time.perf_counter()
         subprocess.run([*command, "--no-progress"], check=True, env=environment)
         total = time.perf_counter() - start

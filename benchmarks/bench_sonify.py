@@ -1,8 +1,8 @@
 """Sonification throughput: all inputs and concepts in one call vs one call per concept.
 
-:func:`zennit_drsa.sonify.sonify` masks, inverts (mel → STFT by NNLS) and resynthesises every
-concept heatmap of every input in batched tensor operations. The alternative is a Python loop
-with one call per input and concept. Both run here side by side on the same random inputs
+:func:`audio_concepts.sonification.sonify` masks, inverts (mel → STFT by NNLS) and
+resynthesises every concept heatmap of every input in batched tensor operations. The
+alternative is a Python loop with one call per input and concept. Both run here side by side on the same random inputs
 and heatmaps, alternating for several rounds; the medians are compared, so a change in
 machine load affects both alike. Rates are per wall-clock second and per CPU second of this
 process (the latter is steadier on a shared machine).
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from audio_cnn.frontend import LogMel, LogMelConfig
-from zennit_drsa.sonify import sonify
+from audio_concepts.sonification import sonify
 
 
 def _timed(run: Callable[[], np.ndarray], device: torch.device) -> tuple[float, float, np.ndarray]:

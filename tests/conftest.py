@@ -40,7 +40,7 @@ def small_analysis():
 
     For tests of the pipeline's plumbing, not of what the methods find.
     """
-    from zennit_drsa.analysis import AnalysisConfig
+    from audio_concepts.analysis import AnalysisConfig
 
     return AnalysisConfig(
         layer="features.13",

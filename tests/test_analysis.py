@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zennit_drsa.analysis import METHODS, AnalysisConfig
-from zennit_drsa.cli import main
+from audio_concepts.analysis import METHODS, AnalysisConfig
+from audio_concepts.cli import main
 from zennit_drsa.estimators import DRSA, load
 
 pytestmark = [

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-import zennit_drsa.demo
+import audio_concepts.demo
 from audio_cnn.model import AudioCNN
-from zennit_drsa.analysis import METHODS
-from zennit_drsa.demo import DEMO_BLOCKS, DEMO_KS, DEMO_SEEDS, recorded_sweep, run_demo
-from zennit_drsa.sweep import best_pair
+from audio_concepts.analysis import METHODS
+from audio_concepts.demo import DEMO_BLOCKS, DEMO_KS, DEMO_SEEDS, recorded_sweep, run_demo
+from audio_concepts.sweep import best_pair
 
 _TOY = AudioCNN.preset("toy")
 
@@ -34,8 +34,8 @@ def test_recorded_sweep_covers_the_demo_grid_on_validation_clips():
 @pytest.mark.parametrize("sweep", [False, True])
 def test_small_demo_writes_report_and_summary(tmp_path, monkeypatch, small_analysis, sweep):
     # A one-pair grid keeps the sweep variant short; the full grid is the recorded one.
-    monkeypatch.setattr(zennit_drsa.demo, "DEMO_BLOCKS", (5,))
-    monkeypatch.setattr(zennit_drsa.demo, "DEMO_KS", (2,))
+    monkeypatch.setattr(audio_concepts.demo, "DEMO_BLOCKS", (5,))
+    monkeypatch.setattr(audio_concepts.demo, "DEMO_KS", (2,))
     summary = run_demo(
         tmp_path, clips_per_class=12, epochs=1, sweep=sweep, config=small_analysis, progress=False
     )

@@ -1,7 +1,5 @@
 """Patch flipping (standard and disentangled), its summaries and the mean ± s.e.m. helper."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,6 @@ from zennit_drsa.evaluation import (
     format_aupc_table,
     mean_sem,
     patch_flipping,
-    plot_flipping_curves,
 )
 
 
@@ -397,19 +394,3 @@ def test_aupc_table_pools_inputs_and_seeds_and_counts_exclusions():
         aupc_table({"bad": [np.inf]})
     with pytest.raises(ValueError, match="at least one"):
         aupc_table({})
-
-
-def test_plot_flipping_curves_writes_a_png_atomically(tmp_path):
-    model, inputs, targets, exact = linear_problem(n_inputs=3)
-    exact_run = patch_flipping(model, inputs, exact, targets, patch_size=4)
-    reversed_run = patch_flipping(model, inputs, -exact, targets, patch_size=4)
-    path = tmp_path / "figures" / "flipping.png"
-    plot_flipping_curves({"exact": exact_run, "reversed": [reversed_run, reversed_run]}, path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert os.listdir(path.parent) == ["flipping.png"]
-    coarse = patch_flipping(model, inputs, exact, targets, patch_size=4, n_points=11)
-    with pytest.raises(ValueError, match="n_points"):
-        plot_flipping_curves({"fine": exact_run, "coarse": coarse}, tmp_path / "bad.png")
-    with pytest.raises(ValueError, match="needs PatchFlippingResults"):
-        plot_flipping_curves({"array": [0.1, 0.2]}, tmp_path / "bad.png")
-    assert not (tmp_path / "bad.png").exists()

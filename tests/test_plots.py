@@ -1,20 +1,24 @@
 """Figures: valid PNGs, relevance shares in titles, axes in Hz and seconds, input checks."""
 
+import os
+
 import matplotlib.image
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from test_patch_flipping import linear_problem
 
 from audio_cnn.frontend import LogMel, LogMelConfig
-from zennit_drsa.plots import (
+from audio_concepts.plots import (
     plot_concept_distribution,
     plot_concept_grid,
     plot_concept_prototypes,
+    plot_flipping_curves,
     plot_objective_trace,
-    plot_prototypes,
     plot_spectrogram,
 )
+from zennit_drsa.evaluation import patch_flipping
 
 SMALL = LogMelConfig(
     sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, f_max=None, n_frames=12,
@@ -211,44 +215,6 @@ def test_concept_distribution_rejects_bad_options(options, match):
         plot_concept_distribution(np.ones((2, 3)), np.zeros(2, int), **arguments)
 
 
-def test_prototypes_grid_sorted_by_score(logmel, tmp_path, rng):
-    scores = np.array([[0.1, 0.5, 0.3], [2.0, 1.0, 3.0]])
-    figure = plot_prototypes(
-        rng.uniform(-4, 0, (2, 3, 1, M, F)), scores, logmel, tmp_path / "p.png",
-        concept_names=["beat", "voice"], dpi=DPI,
-    )  # fmt: skip
-    _png(tmp_path / "p.png")
-    panels = [ax for ax in figure.axes if ax.images]
-    assert len(panels) == 6
-    assert [ax.get_title() for ax in panels] == [
-        "R = 0.5", "R = 0.3", "R = 0.1", "R = 3", "R = 2", "R = 1"
-    ]  # fmt: skip
-    assert panels[0].get_ylabel() == "beat\nfrequency (Hz)"
-    assert panels[3].get_ylabel() == "voice\nfrequency (Hz)"
-    assert panels[3].get_xlabel() == "time (s)" and panels[0].get_xlabel() == ""
-    assert len({ax.images[0].get_clim() for ax in panels}) == 1  # one shared colour range
-
-
-@pytest.mark.parametrize(
-    ("images", "scores", "match"),
-    [
-        ((2, 3, M, F), (2, 2), "scores"),
-        ((2, 3, M, F), (3, 2), "scores"),
-        ((2, 0, M, F), (2, 0), "K, P >= 1"),
-        ((2, M, F), (2, 1), "images must be"),
-        ((2, 3, M - 1, F), (2, 3), "mel bands"),
-    ],
-)
-def test_prototypes_reject_mismatched_shapes(logmel, images, scores, match):
-    with pytest.raises(ValueError, match=match):
-        plot_prototypes(np.zeros(images), np.zeros(scores), logmel)
-
-
-def test_prototypes_reject_wrong_number_of_names(logmel):
-    with pytest.raises(ValueError, match="1 names for 2"):
-        plot_prototypes(np.zeros((2, 1, M, F)), np.zeros((2, 1)), logmel, concept_names=["x"])
-
-
 # Five inputs; relevance of concept 1, concept 2 and the residual per input (hand-made ranks).
 PROTOTYPE_RELEVANCES = np.array(
     [
@@ -365,3 +331,19 @@ def test_saving_replaces_an_existing_file_atomically(logmel, tmp_path, rng):
     assert path.read_bytes() != first
     _png(path)
     _no_temp_files(path.parent)
+
+
+def test_plot_flipping_curves_writes_a_png_atomically(tmp_path):
+    model, inputs, targets, exact = linear_problem(n_inputs=3)
+    exact_run = patch_flipping(model, inputs, exact, targets, patch_size=4)
+    reversed_run = patch_flipping(model, inputs, -exact, targets, patch_size=4)
+    path = tmp_path / "figures" / "flipping.png"
+    plot_flipping_curves({"exact": exact_run, "reversed": [reversed_run, reversed_run]}, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(path.parent) == ["flipping.png"]
+    coarse = patch_flipping(model, inputs, exact, targets, patch_size=4, n_points=11)
+    with pytest.raises(ValueError, match="n_points"):
+        plot_flipping_curves({"fine": exact_run, "coarse": coarse}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="need PatchFlippingResults"):
+        plot_flipping_curves({"array": [0.1, 0.2]}, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()

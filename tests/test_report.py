@@ -19,8 +19,8 @@ import soundfile as sf
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from audio_concepts.report import MeanSem, Panel, Report
 from zennit_drsa.evaluation import AUPCRow, RecoveryGroup
-from zennit_drsa.report import MeanSem, Panel, Report
 
 # Attributes through which an HTML document can make a browser fetch something.
 _URL_ATTRIBUTES = {

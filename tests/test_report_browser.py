@@ -26,7 +26,7 @@ import soundfile as sf
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from zennit_drsa.report import MeanSem, Panel, Report
+from audio_concepts.report import MeanSem, Panel, Report
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -277,7 +277,7 @@ def test_the_report_policy_blocks_an_injected_external_reference(tmp_path):
 @pytest.fixture(scope="module")
 def analysis_page(toy, small_analysis, tmp_path_factory):
     """The report of a real (small) analysis of the toy run, rendered: DOM and requests."""
-    from zennit_drsa.analysis import (
+    from audio_concepts.analysis import (
         evaluate_concepts,
         explain_concepts,
         fit_concepts,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audio_cnn.frontend import LogMel, LogMelConfig
-from zennit_drsa.sonify import (
+from audio_concepts.sonification import (
     mel_to_stft,
     sonification_masks,
     sonify,

@@ -20,11 +20,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from zennit.core import Composite
 
-from audio_cnn._atomic import atomic_path
+from atomic_io import atomic_path
 
+from ._progress import progress_bar
 from .context import ContextMode, LayerContext, Target
 
 __all__ = ["Collection", "collect"]
@@ -238,11 +238,8 @@ def collect(
     input_shape: tuple[int, ...] | None = None
     with (
         LayerContext(model, composite, layer, context=context) as layer_context,
-        tqdm(
-            total=n_batches,
-            desc=f"collect {layer_context.name}",
-            unit="batch",
-            disable=not progress,
+        progress_bar(
+            total=n_batches, desc=f"collect {layer_context.name}", unit="batch", enabled=progress
         ) as bar,
     ):
         for number, (x, y) in enumerate(batches):

@@ -1,5 +1,6 @@
 """Evaluation of (disentangled) explanations: patch flipping and concept recovery."""
 
+from zennit_drsa._moved import forwarder
 from zennit_drsa.evaluation._stats import mean_sem
 from zennit_drsa.evaluation.patch_flipping import (
     LOG_MEL_FLOOR,
@@ -18,7 +19,7 @@ from zennit_drsa.evaluation.summary import (
     AUPCRow,
     aupc_table,
     format_aupc_table,
-    plot_flipping_curves,
+    pooled_curves,
 )
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "format_aupc_table",
     "mean_sem",
     "patch_flipping",
-    "plot_flipping_curves",
+    "pooled_curves",
     "summarize_recovery",
 ]
+
+# Deprecated: the figure moved to the audio application.
+__getattr__ = forwarder(__name__, "audio_concepts.plots", names=("plot_flipping_curves",))

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from audio_cnn._atomic import atomic_path, write_text_atomic
+from atomic_io import atomic_path, write_text_atomic
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
