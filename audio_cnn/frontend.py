@@ -335,6 +335,46 @@ class LogMel(nn.Module):
             f"n_mels={c.n_mels}, n_frames={c.n_frames}, drop_first_frames={c.drop_first_frames}"
         )
 
+    # ----- the frame grid and scales, flat (what an analysis of the model reads) ---------------
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate of the input waveforms in Hz."""
+        return self.config.sample_rate
+
+    @property
+    def n_fft(self) -> int:
+        """STFT frame length in samples (also the window length)."""
+        return self.config.n_fft
+
+    @property
+    def hop_length(self) -> int:
+        """Samples between the starts of consecutive frames."""
+        return self.config.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        """Number of mel bands (the height of the output)."""
+        return self.config.n_mels
+
+    @property
+    def power(self) -> float:
+        """Exponent of the STFT magnitude before the mel filterbank (1: magnitude)."""
+        return self.config.power
+
+    @property
+    def chunk_samples(self) -> int:
+        """Samples of one model input chunk (``chunk_seconds`` at ``sample_rate``)."""
+        return self.config.chunk_samples
+
+    @property
+    def floor(self) -> float | None:
+        """The smallest output value, in log10 units (``clamp_min``); ``None``: not clamped.
+
+        The log-mel of silence: the value to write where evidence is removed (patch flipping).
+        """
+        return self.config.clamp_min
+
     @property
     def n_freq(self) -> int:
         """Number of STFT frequency bins, ``n_fft // 2 + 1``."""
