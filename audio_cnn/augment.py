@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 from abc import ABC, abstractmethod
@@ -35,7 +34,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from atomic_io import atomic_path, write_text_atomic
+from atomic_io import atomic_path, read_json, write_json_atomic
+from audio_cnn.frontend import LogMelConfig
 
 __all__ = [
     "DEFAULT_AUGMENTATION",
@@ -52,8 +52,9 @@ __all__ = [
     "precompute_variants",
 ]
 
-# The front-end clamps log10 magnitudes at this value (METHOD.md §6): the level of silence.
-_LOG_MEL_FLOOR = -4.0
+# The default front-end clamps log10 magnitudes here (METHOD.md §6): the level of silence.
+# Read from its configuration, the one definition.
+_LOG_MEL_FLOOR = LogMelConfig.clamp_min
 _MANIFEST = "variants.json"
 _MANIFEST_FORMAT = 1
 
@@ -593,7 +594,8 @@ class SpecAugment(nn.Module):
     fill:
         ``"floor"`` to fill with ``floor``, or a number to fill with.
     floor:
-        The log-mel floor: the front-end's clamp value (log10 units), the level of silence.
+        The log-mel floor: the front-end's clamp value (``LogMel.floor``, log10 units), the
+        level of silence; default: that of the default :class:`~audio_cnn.frontend.LogMel`.
     generator:
         A ``torch.Generator``, an int seed, or ``None`` (see above).
 
@@ -610,7 +612,7 @@ class SpecAugment(nn.Module):
         n_freq_masks: int = 1,
         max_freq: int = 20,
         fill: str | float = "floor",
-        floor: float = _LOG_MEL_FLOOR,
+        floor: float | None = _LOG_MEL_FLOOR,
         generator: torch.Generator | int | None = None,
     ) -> None:
         super().__init__()
@@ -800,7 +802,7 @@ def precompute_variants(
         "augment": repr(augment),
         "files": files,
     }
-    write_text_atomic(directory / _MANIFEST, json.dumps(manifest, indent=1))
+    write_json_atomic(directory / _MANIFEST, manifest, indent=1)
     return directory
 
 
@@ -835,10 +837,7 @@ class PrecomputedVariants:
                 f"no {_MANIFEST} in {self.directory}; run precompute_variants to create it "
                 "(an interrupted run leaves none)"
             )
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); precompute again") from error
+        manifest = read_json(path, what="a variants manifest; precompute again")
         if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
             raise ValueError(
                 f"{path} is not a format-{_MANIFEST_FORMAT} variants manifest; precompute again"

@@ -152,6 +152,8 @@ def _item_index(index: int, length: int) -> int:
 class RandomChunkDataset(Dataset):
     """Training chunks: one random crop of every clip per epoch.
 
+    Items are ``(chunk, label)``: a float32 tensor of shape ``(chunk_samples,)`` and an int.
+
     The crop start, and the generator handed to ``waveform_transform``, come from
     ``numpy.random.default_rng([seed, epoch, index])`` and nothing else, so a run resumed
     at epoch ``e`` sees exactly the crops and augmentations of an uninterrupted run,
@@ -196,8 +198,6 @@ class RandomChunkDataset(Dataset):
         :class:`ChunkSummary` of kept, padded, skipped and unreadable clips.
     unreadable:
         Reason per dropped unreadable file.
-
-    Items are ``(chunk, label)``: a float32 tensor of shape ``(chunk_samples,)`` and an int.
     """
 
     def __init__(
@@ -300,6 +300,9 @@ class EvenChunkDataset(Dataset):
     """Evaluation chunks: ``n_chunks`` evenly spaced crops of every clip (see
     :func:`even_chunk_starts`), deterministic.
 
+    Items are ``(chunk, label, clip_index)``: a float32 tensor of shape
+    ``(chunk_samples,)``, an int label and the int index of the clip.
+
     Parameters
     ----------
     clips, audio, chunk_samples, short, normalize, skip_unreadable:
@@ -323,9 +326,6 @@ class EvenChunkDataset(Dataset):
         for pooling chunk predictions per clip.
     starts:
         int64 array, shape ``(len(self),)``: start sample of each item within its clip.
-
-    Items are ``(chunk, label, clip_index)``: a float32 tensor of shape
-    ``(chunk_samples,)``, an int label and the int index of the clip.
     """
 
     def __init__(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from audio_cnn._cli import run_command
+from audio_cnn.command import read_settings, run_command
 
 __all__ = ["main"]
 
@@ -82,19 +82,10 @@ def _train_config(args: argparse.Namespace) -> Any:
     from audio_cnn.dataset_dirs import open_dataset_dir
     from audio_cnn.train import TrainConfig
 
-    settings: dict[str, Any] = {}
-    if args.config is not None:
-        try:
-            settings = json.loads(args.config.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read training config {args.config}: {error}") from error
-        if not isinstance(settings, dict):
-            raise ValueError(f"{args.config} must hold a JSON object of training settings")
-    settings.update({k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None})
-    if args.augment:
-        settings["augmentation"] = DEFAULT_AUGMENTATION
-    if args.spec_augment is not None:
-        settings["spec_augment"] = args.spec_augment
+    flags = {name: getattr(args, name) for name in _TRAIN_FLAGS}
+    flags["augmentation"] = DEFAULT_AUGMENTATION if args.augment else None
+    flags["spec_augment"] = args.spec_augment
+    settings = read_settings(args.config, flags, what="training settings")
     TrainConfig.from_dict(settings)  # report bad settings before reading the data directory
     preset = args.preset or open_dataset_dir(args.data).preset
     return TrainConfig.preset(preset, **settings)

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import importlib.metadata
 import io
-import json
 import math
 import os
 import re
@@ -31,7 +30,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from atomic_io import atomic_path, write_text_atomic
+from atomic_io import atomic_path, read_json, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from audio_cnn.frontend import LogMel
@@ -781,28 +780,37 @@ def object_masks(
     clip: SyntheticClip,
     logmel: LogMel,
     *,
-    floor: float = 1e-4,
+    floor: float | None = None,
     dynamic_range_db: float = 40.0,
 ) -> np.ndarray:
     """Time–frequency bins where each present object dominates the clip.
 
     Each source, the background and the mix go through ``logmel``'s STFT and mel filterbank
-    (linear mel magnitude ``mel_filterbank @ |stft|``, what the front-end takes the log of at
-    its default power 1), on the device of ``logmel``; the frames are exactly its output
-    frames. Bin ``(m, f)`` belongs to object ``j`` when ``j`` has the largest magnitude among
-    all objects and the background there, and that magnitude is at least ``floor`` and at
-    least the mix's largest mel magnitude lowered by ``dynamic_range_db``.
+    (linear mel values ``mel_filterbank @ |stft| ** power``, what the front-end takes the log
+    of), on the device of ``logmel``; the frames are exactly its output frames. Bin ``(m, f)``
+    belongs to object ``j`` when ``j`` has the largest mel value among all objects and the
+    background there, and that value is above zero, at least ``floor`` and at most
+    ``dynamic_range_db`` below the mix's largest mel value.
 
     Parameters
     ----------
     clip:
         A clip from :meth:`SyntheticTask.make_clip`.
     logmel:
-        The front-end (``audio_cnn.frontend.LogMel``) whose frame grid the masks use.
+        The front-end whose frame grid and scale the masks use: an
+        :class:`audio_cnn.frontend.LogMel`, or any object with its flat attributes
+        ``sample_rate`` (Hz), ``power``, ``floor`` (log10 units or ``None``),
+        ``mel_filterbank`` (``(n_mels, n_fft // 2 + 1)`` tensor) and method ``stft``
+        (``(B, T)`` waveforms to a complex ``(B, n_fft // 2 + 1, frames)`` STFT).
     floor:
-        Smallest linear mel magnitude that counts (1e-4 is the front-end's clamp, −4 in log10).
+        Smallest linear mel value that counts. ``None``: the front-end's own floor,
+        ``10 ** logmel.floor`` (1e-4 for the default front-end, whose clamp is −4 in log10):
+        quieter bins all look like silence to the model. A front-end without a floor
+        (``logmel.floor is None``) tells every non-zero value apart, so then only
+        ``dynamic_range_db`` limits the masks.
     dynamic_range_db:
-        Bins more than this many dB below the mix's peak bin are in no mask.
+        Bins more than this many dB (of amplitude, whatever the front-end's ``power``) below
+        the mix's peak bin are in no mask.
 
     Returns
     -------
@@ -811,20 +819,29 @@ def object_masks(
     """
     import torch
 
-    if logmel.config.sample_rate != clip.sample_rate:
+    if logmel.sample_rate != clip.sample_rate:
         raise ValueError(
             f"clip {clip.clip_id} is sampled at {clip.sample_rate} Hz but the front-end expects "
-            f"{logmel.config.sample_rate} Hz; use a LogMel config with the task's sample_rate"
+            f"{logmel.sample_rate} Hz; use a LogMel config with the task's sample_rate"
         )
-    if not floor > 0 or not dynamic_range_db > 0:
-        raise ValueError("floor and dynamic_range_db must be positive")
+    if floor is None:
+        # The front-end's clamp, from log10 units to a linear mel value.
+        floor = 0.0 if logmel.floor is None else 10.0**logmel.floor
+    elif not floor > 0:
+        raise ValueError(f"floor must be positive (a linear mel value) or None, got {floor}")
+    if not dynamic_range_db > 0:
+        raise ValueError(f"dynamic_range_db must be positive, got {dynamic_range_db}")
     filterbank = logmel.mel_filterbank
     signals = np.concatenate([clip.sources, clip.background[None], clip.waveform[None]])
     wave = torch.as_tensor(signals, dtype=filterbank.dtype, device=filterbank.device)
     with torch.no_grad():
-        mel = torch.matmul(filterbank, logmel.stft(wave).abs()).cpu().numpy()
+        magnitude = logmel.stft(wave).abs() ** logmel.power
+        mel = torch.matmul(filterbank, magnitude).cpu().numpy()
     parts, mix = mel[:-1], mel[-1]
-    threshold = max(floor, float(mix.max()) * 10.0 ** (-dynamic_range_db / 20.0))
+    # Mel values scale as amplitude ** power, so the amplitude dB range scales by power.
+    relative = float(mix.max()) * 10.0 ** (-dynamic_range_db * logmel.power / 20.0)
+    # The smallest positive float keeps silent bins (and all of a silent clip) out of the masks.
+    threshold = max(floor, relative, float(np.finfo(mel.dtype).tiny))
     winner = parts.argmax(axis=0)
     n_present = len(clip.object_names)
     return (winner == np.arange(n_present)[:, None, None]) & (parts[:n_present] >= threshold)
@@ -892,10 +909,7 @@ def _read_metadata(root: Path) -> dict[str, Any]:
             f"{path} not found: {root} is not a synthetic dataset; create one with "
             "write_synthetic_dataset (or `audio-cnn synth`)"
         )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); regenerate the dataset") from error
+    meta = read_json(path, what="a synthetic dataset's metadata; regenerate the dataset")
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise ValueError(f"{path} does not describe a synthetic dataset (format {_FORMAT!r})")
     if meta.get("format_version") != _FORMAT_VERSION:
@@ -1070,7 +1084,7 @@ def write_synthetic_dataset(
                 "write to an empty folder, or delete this one to regenerate it"
             )
     else:
-        write_text_atomic(root / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
+        write_json_atomic(root / METADATA_FILE, meta)
 
     total = task.n_classes * int(clips_per_class)
     with tqdm(total=total, disable=not progress, desc="synthetic clips", unit="clip") as bar:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from atomic_io import write_text_atomic
+from atomic_io import write_json_atomic, write_text_atomic
 from audio_cnn.audio_io import DecodedAudioCache
 from audio_cnn.augment import SpecAugment, build_augmentation
 from audio_cnn.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -76,7 +76,8 @@ class TrainConfig:
         Validation/evaluation chunks: this many evenly spaced chunks of the first
         ``eval_span_seconds`` of each clip.
     max_minutes:
-        Optional time budget; training stops after the epoch that exceeds it.
+        Optional time budget; training stops after the epoch that exceeds it. ``None``: no
+        budget.
     num_workers:
         DataLoader worker processes (0 loads in the main process).
     device:
@@ -113,6 +114,12 @@ class TrainConfig:
             "short_clips must be 'pad' or 'skip'": self.short_clips in ("pad", "skip"),
             "eval_chunks must be >= 1": self.eval_chunks >= 1,
             "num_workers must be >= 0": self.num_workers >= 0,
+            # The settings are stored as JSON, which has no NaN or infinity (no budget: None).
+            "lr, weight_decay, momentum, eval_span_seconds and max_minutes must be finite": all(
+                math.isfinite(value)
+                for value in (self.lr, self.weight_decay, self.momentum, self.eval_span_seconds)
+            )
+            and (self.max_minutes is None or math.isfinite(self.max_minutes)),
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -295,7 +302,7 @@ def train(
             "or choose another output directory"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "config.json", json.dumps(run_settings, indent=2))
+    write_json_atomic(out_dir / "config.json", run_settings)
 
     cache = DecodedAudioCache(
         Path(cache_dir) if cache_dir else out_dir / "cache", logmel_config.sample_rate
@@ -342,7 +349,7 @@ def train(
         SpecAugment(
             max_time=max(1, round(40 * logmel_config.n_frames / 128)),
             max_freq=max(1, round(20 * logmel_config.n_mels / 128)),
-            fill=logmel_config.clamp_min,
+            floor=logmel.floor,
         )
         if config.spec_augment
         else None

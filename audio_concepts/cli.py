@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from audio_cnn._cli import run_command
+from audio_cnn.command import read_settings, run_command
 
 __all__ = ["main"]
 
@@ -114,24 +113,13 @@ def _add_analysis_arguments(
 def _analysis_config(args: argparse.Namespace) -> Any:
     from audio_concepts.analysis import AnalysisConfig
 
-    settings: dict[str, Any] = {}
-    if args.config is not None:
-        try:
-            settings = json.loads(args.config.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read analysis config {args.config}: {error}") from error
-        if not isinstance(settings, dict):
-            raise ValueError(f"{args.config} must hold a JSON object of analysis settings")
-    settings.update(
-        {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k, None) is not None}
-    )
+    # sweep has no flags for the settings it varies: getattr's default leaves them unset.
+    flags = {name: getattr(args, name, None) for name in _CONFIG_FLAGS}
     if args.methods is not None:
-        settings["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.seeds is not None:
-        settings["seeds"] = args.seeds
-    if args.patch_size is not None:
-        settings["patch_size"] = args.patch_size
-    return AnalysisConfig.from_dict(settings)
+        flags["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    flags["seeds"] = args.seeds
+    flags["patch_size"] = args.patch_size
+    return AnalysisConfig.from_dict(read_settings(args.config, flags, what="analysis settings"))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """The one-command demo: the toy task from synthesis to report.
 
 :func:`run_demo` synthesises the toy task (METHOD.md §6: 2 classes × 2000 one-second clips
-with known sound objects), trains the toy CNN, and runs the analysis of
-:mod:`audio_concepts.analysis` (fit DRSA and its baselines per class, explain and evaluate the
-test split, write the report).
+with known sound objects), trains the toy CNN, and runs one
+:class:`~audio_concepts.analysis.Analysis` (fit DRSA and its baselines per class, explain and
+evaluate the test split, write the report).
 
 Which layer and how many concepts ``K``: the demo takes the ``(layer, K)`` pair where DRSA's
 own figures were best (:func:`audio_concepts.sweep.best_pair`: highest concept recovery, then
@@ -19,23 +19,16 @@ says which one was used.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from atomic_io import write_text_atomic
-from audio_concepts.analysis import (
-    AnalysisConfig,
-    evaluate_concepts,
-    explain_concepts,
-    fit_concepts,
-    format_summary,
-    write_report,
-)
+from audio_concepts.analysis import Analysis
+from audio_concepts.config import AnalysisConfig
 from audio_concepts.report import Report
+from audio_concepts.summary import format_summary
 from audio_concepts.sweep import (
     SweepResult,
     best_pair,
@@ -104,8 +97,9 @@ def run_demo(
     Returns
     -------
     dict
-        The summary (see :func:`~audio_concepts.analysis.write_report`), with ``"demo"``:
-        the chosen layer and ``K`` and where the sweep came from.
+        The summary (see :meth:`~audio_concepts.analysis.Analysis.report`; ``timings_s``
+        holds every step from synthesis to report), with ``"demo"``: the chosen layer and
+        ``K`` and where the sweep came from.
     """
     from audio_cnn.model import AudioCNN
     from audio_cnn.synthetic import SyntheticTask, write_synthetic_dataset
@@ -163,28 +157,27 @@ def run_demo(
     layer, k = best_pair(chosen_from)
     config = config or dataclasses.replace(base, layer=layer, n_subspaces=k)
 
-    fit_concepts(run, data, out_dir, config, progress=progress)
-    lap("fit")
-    explain_concepts(out_dir, progress=progress)
-    lap("explain")
-    evaluate_concepts(out_dir, progress=progress)
-    lap("evaluate")
+    # One analysis, in memory from fit to report: the model and the audio are loaded once.
+    analysis = Analysis.create(run, data, out_dir, config)
+    analysis.fit(progress=progress)
+    analysis.explain(progress=progress)
+    analysis.evaluate(progress=progress)
 
     def sweep_section(report: Report, media: Path) -> None:
         _add_sweep_section(report, media, chosen_from, origin, (layer, k), config)
 
-    summary = write_report(
-        out_dir, progress=progress, timings=timings, extra_sections=sweep_section
-    )
-    lap("report")
-    summary["demo"] = {
+    demo = {
         "layer": config.layer,
         "n_subspaces": config.n_subspaces,
         "sweep_choice": {"layer": layer, "n_subspaces": k},
         "sweep_origin": "computed" if sweep else "recorded",
-        "timings_s": timings,
     }
-    _rewrite_summary(out_dir, summary)
+    summary = analysis.report(
+        progress=progress,
+        timings=timings,
+        extra_sections=sweep_section,
+        extra_summary={"demo": demo},
+    )
     print(format_summary(summary))
     print(f"report: {out_dir / 'report.html'}  (wall time {time.perf_counter() - start:.0f} s)")
     return summary
@@ -229,7 +222,3 @@ def _add_sweep_section(
     figure = media / "sweep.png"
     plot_sweep(result, figure)
     section.figure(figure, "AUPC and concept recovery against K, per method and layer")
-
-
-def _rewrite_summary(out_dir: Path, summary: dict[str, Any]) -> None:
-    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))

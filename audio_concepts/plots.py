@@ -6,9 +6,11 @@ built on an Agg canvas without pyplot: nothing is registered globally, nothing s
 the caller's matplotlib backend is left alone.
 
 Spectrogram-like panels share one layout: time in seconds on the x axis (frame centres from
-:meth:`LogMel.frame_times`), mel bands on the y axis labelled with their centre frequencies in
-Hz (:meth:`LogMel.mel_frequencies`, so the ticks are mel-spaced). Heatmaps use a diverging
-colour map centred at 0 (red: positive relevance, blue: negative).
+:meth:`~audio_concepts.frontend.LogMelFrontend.frame_times`), mel bands on the y axis labelled
+with their centre frequencies in Hz
+(:meth:`~audio_concepts.frontend.LogMelFrontend.mel_frequencies`, so the ticks are
+mel-spaced). Heatmaps use a diverging colour map centred at 0 (red: positive relevance, blue:
+negative).
 
 Names of concept maps are 1-based for readers: ``concept 1`` is ``heatmaps[0]``.
 """
@@ -31,7 +33,7 @@ from atomic_io import atomic_path
 from zennit_drsa.evaluation import PatchFlippingResult, aupc_table, mean_sem, pooled_curves
 
 if TYPE_CHECKING:
-    from audio_cnn.frontend import LogMel
+    from audio_concepts.frontend import LogMelFrontend
 
 __all__ = [
     "plot_concept_distribution",
@@ -50,7 +52,7 @@ _PANEL = 2.3  # inches per spectrogram panel
 
 def plot_spectrogram(
     logmel_image: ArrayLike | torch.Tensor,
-    logmel: LogMel,
+    logmel: LogMelFrontend,
     ax: Axes | None = None,
     *,
     path: PathLike | None = None,
@@ -106,7 +108,7 @@ def plot_concept_grid(
     logmel_image: ArrayLike | torch.Tensor,
     heatmaps: ArrayLike | torch.Tensor,
     relevances: ArrayLike | torch.Tensor,
-    logmel: LogMel,
+    logmel: LogMelFrontend,
     path: PathLike | None = None,
     *,
     concept_names: Sequence[str] | None = None,
@@ -192,7 +194,7 @@ def plot_concept_prototypes(
     logmel_images: ArrayLike | torch.Tensor,
     heatmaps: ArrayLike | torch.Tensor,
     relevances: ArrayLike | torch.Tensor,
-    logmel: LogMel,
+    logmel: LogMelFrontend,
     path: PathLike | None = None,
     *,
     n_prototypes: int = 4,
@@ -464,11 +466,11 @@ def _save(figure: Figure, path: PathLike, dpi: int) -> None:
         figure.savefig(tmp, format="png", dpi=dpi)
 
 
-def _draw(ax: Axes, image: np.ndarray, logmel: LogMel, **style: object) -> AxesImage:
+def _draw(ax: Axes, image: np.ndarray, logmel: LogMelFrontend, **style: object) -> AxesImage:
     """Show ``(n_mels, frames)`` with time in seconds (x) and mel-spaced Hz ticks (y)."""
     n_mels, n_frames = image.shape
     times = logmel.frame_times(n_frames)
-    half_hop = logmel.config.hop_length / logmel.config.sample_rate / 2
+    half_hop = logmel.hop_length / logmel.sample_rate / 2
     extent = (times[0] - half_hop, times[-1] + half_hop, -0.5, n_mels - 0.5)
     shown = ax.imshow(
         image, origin="lower", aspect="auto", interpolation="nearest", extent=extent, **style
@@ -534,7 +536,7 @@ def _explained_inputs(
     logmel_image: ArrayLike | torch.Tensor,
     heatmaps: ArrayLike | torch.Tensor,
     relevances: ArrayLike | torch.Tensor,
-    logmel: LogMel,
+    logmel: LogMelFrontend,
     image_name: str = "logmel_image",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Checked inputs ``(n, M, F)``, maps ``(n, K + 1, M, F)``, relevances ``(n, K + 1)``.
@@ -587,7 +589,7 @@ def _array(value: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
     return array
 
 
-def _image(value: ArrayLike | torch.Tensor, name: str, logmel: LogMel) -> np.ndarray:
+def _image(value: ArrayLike | torch.Tensor, name: str, logmel: LogMelFrontend) -> np.ndarray:
     array = _array(value, name)
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
@@ -597,10 +599,10 @@ def _image(value: ArrayLike | torch.Tensor, name: str, logmel: LogMel) -> np.nda
     return array
 
 
-def _check_bands(n_mels: int, logmel: LogMel, name: str) -> None:
-    if n_mels != logmel.config.n_mels:
+def _check_bands(n_mels: int, logmel: LogMelFrontend, name: str) -> None:
+    if n_mels != logmel.n_mels:
         raise ValueError(
-            f"{name} has {n_mels} mel bands but the front-end has {logmel.config.n_mels}; "
+            f"{name} has {n_mels} mel bands but the front-end has {logmel.n_mels}; "
             "pass the front-end that made the images"
         )
 

@@ -10,7 +10,8 @@ input carried a concept's relevance. :func:`sonify` keeps the audio in those bin
 4. map the masked mel spectrogram back to an STFT magnitude by non-negative least squares
    (:func:`mel_to_stft`, the problem ``librosa.feature.inverse.mel_to_stft`` solves, batched in
    torch);
-5. attach the ORIGINAL phase of the same frames and invert with :meth:`LogMel.istft`;
+5. attach the ORIGINAL phase of the same frames and invert with the front-end's
+   :meth:`~audio_concepts.frontend.LogMelFrontend.istft`;
 6. scale each result to the loudness (RMS) of the original on the same samples.
 
 Alignment is exact: heatmap column ``k`` is output frame ``k`` of the front-end, i.e. STFT frame
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from atomic_io import atomic_path
 
 if TYPE_CHECKING:
-    from audio_cnn.frontend import LogMel
+    from audio_concepts.frontend import LogMelFrontend
 
 __all__ = ["mel_to_stft", "sonification_masks", "sonify", "sonify_to_files", "write_wav"]
 
@@ -57,7 +58,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 def sonify(
     waveform: np.ndarray | torch.Tensor,
     heatmaps: np.ndarray | torch.Tensor,
-    logmel: LogMel,
+    logmel: LogMelFrontend,
     *,
     percentile: float = 90.0,
     smoothing: float | tuple[float, float] = 1.0,
@@ -119,7 +120,8 @@ def sonify(
         For shapes that do not match each other or the front-end, non-finite values, an empty
         batch or concept axis, or an option out of range.
     TypeError
-        For a non-floating waveform (see :meth:`LogMel.stft`).
+        For a non-floating waveform (see the front-end's
+        :meth:`~audio_concepts.frontend.LogMelFrontend.stft`).
     """
     _check_options(percentile, mask, method, n_iter, tol, window_floor)
     sigma = _sigmas(smoothing)
@@ -135,7 +137,7 @@ def sonify(
 def _sonify(
     waveform: np.ndarray | torch.Tensor,
     heatmaps: np.ndarray | torch.Tensor,
-    logmel: LogMel,
+    logmel: LogMelFrontend,
     percentile: float,
     sigma: tuple[float, float],
     mask: MaskMode,
@@ -148,7 +150,7 @@ def _sonify(
     """:func:`sonify` on validated options: audio ``(B, K, T)`` and whether B was implied."""
     device = logmel.window.device
     signal = _as_waveform(waveform, device)
-    maps, single = _as_heatmaps(heatmaps, signal.shape[0], logmel.config.n_mels)
+    maps, single = _as_heatmaps(heatmaps, signal.shape[0], logmel.n_mels)
     spec = logmel.stft(signal)  # validates the waveform (finite, long enough)
     real = spec.real.dtype
     n_frames = spec.shape[-1]
@@ -159,7 +161,7 @@ def _sonify(
         )
     batch, n_concepts = maps.shape[:2]
     masks = sonification_masks(maps.to(device, real), percentile, sigma, mask)
-    power = logmel.config.power
+    power = logmel.power
     filterbank = logmel.mel_filterbank.to(real)
     mel = torch.matmul(filterbank, spec.abs().pow(power))  # (B, n_mels, frames), linear
     magnitude = mel_to_stft(
@@ -256,7 +258,8 @@ def mel_to_stft(
     mel:
         Non-negative linear mel spectrogram(s) ``(..., n_mels, frames)``, any leading axes.
     filterbank:
-        Mel filterbank ``(n_mels, n_freq)``, e.g. :attr:`LogMel.mel_filterbank`.
+        Mel filterbank ``(n_mels, n_freq)``, e.g. a front-end's
+        :attr:`~audio_concepts.frontend.LogMelFrontend.mel_filterbank`.
     power:
         Exponent the mel spectrogram was computed with (1: magnitude, 2: power).
     method, n_iter, tol:
@@ -340,7 +343,7 @@ def sonify_to_files(
     name: str | Sequence[str],
     waveform: np.ndarray | torch.Tensor,
     heatmaps: np.ndarray | torch.Tensor,
-    logmel: LogMel,
+    logmel: LogMelFrontend,
     *,
     concept_names: Sequence[str] | None = None,
     include_original: bool = True,
@@ -393,7 +396,7 @@ def sonify_to_files(
     if audio.ndim == 2:
         audio = audio[None]
     originals = _as_waveform(waveform, torch.device("cpu")).detach().float().numpy()
-    sample_rate = logmel.config.sample_rate
+    sample_rate = logmel.sample_rate
     folder = Path(directory)
     written = []
     for stem, original, sounds in zip(stems, originals, audio, strict=True):
@@ -450,7 +453,7 @@ def _sigmas(smoothing: float | tuple[float, float]) -> tuple[float, float]:
 
 
 def _as_waveform(waveform: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The waveform as a ``(B, T)`` tensor on ``device`` (dtype checks are left to LogMel)."""
+    """The waveform as a ``(B, T)`` tensor on ``device`` (the front-end checks the dtype)."""
     signal = torch.as_tensor(waveform, device=device)
     if signal.dim() == 1:
         signal = signal[None]
@@ -647,10 +650,12 @@ def _converged(new: torch.Tensor, old: torch.Tensor, n_frames: int, tol: float) 
     return bool((change <= tol * size).all())
 
 
-def _window_weight(logmel: LogMel, n_frames: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+def _window_weight(
+    logmel: LogMelFrontend, n_frames: int, length: int, dtype: torch.dtype
+) -> torch.Tensor:
     """Overlap-added squared window ``(length,)`` of the kept frames (the iSTFT divisor)."""
     starts = torch.as_tensor(logmel.frame_bounds(n_frames)[:, 0], device=logmel.window.device)
-    index = starts[:, None] + torch.arange(logmel.config.n_fft, device=starts.device)
+    index = starts[:, None] + torch.arange(logmel.n_fft, device=starts.device)
     squared = logmel.window.to(dtype).square().expand(n_frames, -1)
     inside = (index >= 0) & (index < length)
     weight = torch.zeros(length, dtype=dtype, device=starts.device)

@@ -23,7 +23,6 @@ reused.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -34,16 +33,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from atomic_io import atomic_path, write_text_atomic
-from audio_cnn.checkpoint import load_run
-from audio_concepts.analysis import (
-    AnalysisConfig,
-    evaluate_concepts,
-    explain_concepts,
-    fit_concepts,
-    plan_layer,
-    summarize_concepts,
-)
+from atomic_io import atomic_path, read_json, write_json_atomic
+from audio_concepts.analysis import Analysis, ModelSource
+from audio_concepts.config import AnalysisConfig
+from audio_concepts.planning import plan_layer
+from audio_concepts.workspace import Workspace
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -152,7 +146,7 @@ class SweepResult:
 
 
 def sweep_concepts(
-    run: str | os.PathLike[str],
+    run: ModelSource,
     data_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
@@ -169,9 +163,10 @@ def sweep_concepts(
     Parameters
     ----------
     run:
-        Run directory written by ``audio-cnn train``.
+        Run directory written by ``audio-cnn train``, or an
+        :class:`~audio_concepts.model.AudioModel`.
     data_dir:
-        The dataset the run was trained on.
+        The dataset the model was trained on.
     out_dir:
         Sweep directory: ``<layer>_K<k>/`` per pair (an analysis directory as written by
         :func:`~audio_concepts.analysis.fit_concepts`), ``sweep.json`` and ``sweep.png``.
@@ -207,10 +202,11 @@ def sweep_concepts(
     configs = {
         pair: dataclasses.replace(config, layer=pair[0], n_subspaces=pair[1]) for pair in pairs
     }
-    trained = load_run(run, device="cpu")
+    # One model and one opened audio folder serve every pair.
+    first = Analysis.create(run, data_dir, _pair_dir(out_dir, pairs[0]), config)
     for pair_config in configs.values():
-        plan_layer(trained, pair_config)
-    source = {"run": str(Path(run).resolve()), "data_dir": str(Path(data_dir).resolve())}
+        plan_layer(first.model, pair_config)
+    source = {"run": first.model.name, "data_dir": str(first.data.root.resolve())}
     finished = {pair: _finished(out_dir, pair, configs[pair], source) for pair in pairs}
 
     summaries: dict[tuple[str, int], dict[str, Any]] = {}
@@ -221,12 +217,13 @@ def sweep_concepts(
         folder = _pair_dir(out_dir, pair)
         if progress:
             tqdm.write(f"sweep: layer {pair[0]}, K = {pair[1]} → {folder}")
-        fit_concepts(run, data_dir, folder, configs[pair], progress=progress)
-        explain_concepts(folder, progress=progress)
-        evaluate_concepts(folder, progress=progress)
-        summaries[pair] = summarize_concepts(folder)
+        analysis = Analysis(first.model, first.data, Workspace(folder), configs[pair])
+        analysis.fit(progress=progress)
+        analysis.explain(progress=progress)
+        analysis.evaluate(progress=progress)
+        summaries[pair] = analysis.summary()
         entry = {"config": configs[pair].to_dict(), **source, "summary": summaries[pair]}
-        write_text_atomic(folder / _ENTRY, json.dumps(entry, indent=2))
+        write_json_atomic(folder / _ENTRY, entry)
 
     settings = {k: v for k, v in config.to_dict().items() if k not in ("layer", "n_subspaces")}
     result = SweepResult(
@@ -240,7 +237,7 @@ def sweep_concepts(
         reused=tuple(pair for pair in pairs if finished[pair] is not None),
         settings={**settings, **source},
     )
-    write_text_atomic(out_dir / "sweep.json", json.dumps(result.to_dict(), indent=2))
+    write_json_atomic(out_dir / "sweep.json", result.to_dict())
     plot_sweep(result, out_dir / "sweep.png")
     return result
 
@@ -258,10 +255,7 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepResult:
         If it cannot be read.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); run the sweep again") from None
+    data = read_json(path, what="a sweep written by zennit-drsa sweep (run the sweep again)")
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a sweep written by zennit_drsa.sweep_concepts")
     try:
@@ -436,10 +430,7 @@ def _finished(
     path = _pair_dir(out_dir, pair) / _ENTRY
     if not path.is_file():
         return None
-    try:
-        entry = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete it to recompute") from error
+    entry = read_json(path, what="a finished pair of a sweep (delete it to recompute)")
     done = entry.get("config", {})
     differ = [
         key

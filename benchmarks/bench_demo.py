@@ -48,7 +48,7 @@ def main() -> None:
         summary = json.loads((out / "summary.json").read_text())
     machine_check(args.threads, "after")
 
-    stages = summary["demo"]["timings_s"]
+    stages = summary["timings_s"]
     print(f"\n{'stage':<12} {'seconds':>8}")
     for name, seconds in stages.items():
         print(f"{name:<12} {seconds:8.1f}")

@@ -2,10 +2,10 @@
 
 :func:`audio_concepts.sonification.sonify` masks, inverts (mel → STFT by NNLS) and
 resynthesises every concept heatmap of every input in batched tensor operations. The
-alternative is a Python loop with one call per input and concept. Both run here side by side on the same random inputs
-and heatmaps, alternating for several rounds; the medians are compared, so a change in
-machine load affects both alike. Rates are per wall-clock second and per CPU second of this
-process (the latter is steadier on a shared machine).
+alternative is a Python loop with one call per input and concept. Both run here side by
+side on the same random inputs and heatmaps, alternating for several rounds; the medians are
+compared, so a change in machine load affects both alike. Rates are per wall-clock second and
+per CPU second of this process (the latter is steadier on a shared machine).
 
 Example::
 

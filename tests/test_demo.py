@@ -47,7 +47,8 @@ def test_small_demo_writes_report_and_summary(tmp_path, monkeypatch, small_analy
     demo = summary["demo"]
     assert (demo["layer"], demo["n_subspaces"]) == (small_analysis.layer, 2)
     assert demo["sweep_origin"] == ("computed" if sweep else "recorded")
-    assert set(demo["timings_s"]) >= {"synthesise", "train", "fit", "explain", "evaluate"}
+    steps = {"synthesise", "train", "fit", "explain", "evaluate", "report"}
+    assert set(summary["timings_s"]) >= steps  # every step, the report included
     html = (tmp_path / "report.html").read_text()
     assert "Choice of layer and K" in html
     assert ("computed by this demo" in html) == sweep

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -100,6 +101,16 @@ def test_overwrite_is_atomic_and_leaves_no_temporaries(tmp_path, rng):
     save(second, tmp_path / "x")
     assert sorted(os.listdir(tmp_path)) == ["x.json", "x.npz"]
     assert type(load(tmp_path / "x")) is PRCA
+
+
+def test_saved_files_get_the_umask_permissions_like_every_other_output(tmp_path, rng):
+    estimator, _, _ = _fitted(rng)
+    previous = os.umask(0o022)
+    try:
+        written = save(estimator, tmp_path / "x")
+    finally:
+        os.umask(previous)
+    assert [stat.S_IMODE(path.stat().st_mode) for path in written] == [0o644, 0o644]
 
 
 def _rewrite(tmp_path, arrays=None, header=None):

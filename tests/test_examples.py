@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-NAMES = ("zennit_workflow.py", "captum_workflow.py", "sklearn_pipeline.py")
+NAMES = ("zennit_workflow.py", "captum_workflow.py", "sklearn_pipeline.py", "own_model.py")
 SMALL = ["--clips", "6", "--steps", "3", "--max-iter", "20"]
+# own_model.py synthesises its audio folder; 12 clips per class leave test clips of both.
+ARGUMENTS = {"own_model.py": ["--clips", "12", "--steps", "20", "--max-iter", "20"]}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def outputs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     for name in NAMES:
         # Files, not pipes: a full pipe would stall an example while another one is awaited.
         stdout, stderr = (open(logs / f"{name}.{stream}", "w+") for stream in ("out", "err"))
-        command = [sys.executable, str(EXAMPLES / name), *SMALL]
+        command = [sys.executable, str(EXAMPLES / name), *ARGUMENTS.get(name, SMALL)]
         running[name] = (
             subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env),
             stdout,
@@ -81,3 +83,16 @@ def test_sklearn_pipeline(outputs):
     assert len(shares) == 4
     for row in shares:
         assert sum(float(v.rstrip("%")) for v in row.split()) == pytest.approx(100, abs=0.5)
+
+
+@pytest.mark.slow
+def test_own_model_goes_through_fit_explain_evaluate_and_report(outputs):
+    output = run_example(outputs, "own_model.py")
+    assert "my CNN + torchaudio MelSpectrogram: 20 steps" in output
+    assert "fit: layer 7, K = 2 of 16 dims" in output
+    rows = dict(re.findall(r"^(drsa|prca|dsa|random|standard) +(.*)$", output, flags=re.M))
+    assert set(rows) == {"drsa", "prca", "dsa", "random", "standard"}
+    recovery = float(rows["drsa"].split()[-2])  # known sound objects: recovery is scored
+    assert 0.0 <= recovery <= 1.0
+    size = int(re.search(r"^report: \S+report\.html \((\d+) bytes\)$", output, re.M).group(1))
+    assert size > 10_000  # figures and sounds are embedded

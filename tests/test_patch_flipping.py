@@ -1,5 +1,7 @@
 """Patch flipping (standard and disentangled), its summaries and the mean ± s.e.m. helper."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -8,12 +10,19 @@ from hypothesis import strategies as st
 from torch import nn
 
 from zennit_drsa.evaluation import (
-    LOG_MEL_FLOOR,
     aupc_table,
     format_aupc_table,
     mean_sem,
     patch_flipping,
 )
+
+# The value written into removed patches: a log-mel floor (the log-mel of silence).
+FLOOR = -4.0
+
+
+def flip(*args, **kwargs):
+    """:func:`patch_flipping` removing with ``FLOOR`` unless the test gives a removal."""
+    return patch_flipping(*args, **{"removal": FLOOR, **kwargs})
 
 
 class LinearScore(nn.Module):
@@ -39,7 +48,7 @@ def linear_problem(n_inputs=4, size=12, n_classes=3, bias=30.0, seed=0):
     inputs = torch.randn(n_inputs, 1, size, size, generator=generator, dtype=torch.float64)
     model = LinearScore(weight, torch.full((n_classes,), bias, dtype=torch.float64)).eval()
     targets = torch.arange(n_inputs) % n_classes
-    exact = weight[targets] * (inputs - LOG_MEL_FLOOR)
+    exact = weight[targets] * (inputs - FLOOR)
     return model, inputs, targets, exact
 
 
@@ -47,7 +56,7 @@ def test_exact_heatmap_beats_random_and_reversed():
     model, inputs, targets, exact = linear_problem()
     random = torch.randn(exact.shape, generator=torch.Generator().manual_seed(1), dtype=exact.dtype)
     results = {
-        name: patch_flipping(model, inputs, heatmap, targets, patch_size=3)
+        name: flip(model, inputs, heatmap, targets, patch_size=3)
         for name, heatmap in (("exact", exact), ("random", random), ("reversed", -exact))
     }
     assert results["exact"].valid.all()
@@ -67,8 +76,8 @@ def patch_model_4x4():
     model = LinearScore(weight, torch.zeros(1, dtype=torch.float64)).eval()
 
     def score(removed: set[int]) -> float:
-        # 4 pixels per patch; kept pixels are 1, removed ones LOG_MEL_FLOOR.
-        return sum(4 * 2.0**p * (LOG_MEL_FLOOR if p in removed else 1.0) for p in range(4))
+        # 4 pixels per patch; kept pixels are 1, removed ones FLOOR.
+        return sum(4 * 2.0**p * (FLOOR if p in removed else 1.0) for p in range(4))
 
     def concept(patch_relevance: list[float]) -> torch.Tensor:
         values = torch.tensor(patch_relevance, dtype=torch.float64)[patch]
@@ -93,7 +102,7 @@ def patch_model_4x4():
 )
 def test_disentangled_orderings_by_hand(ordering, patches_per_step, removed_sets):
     model, inputs, heatmaps, score = patch_model_4x4()
-    result = patch_flipping(
+    result = flip(
         model,
         inputs,
         heatmaps,
@@ -111,7 +120,7 @@ def test_disentangled_orderings_by_hand(ordering, patches_per_step, removed_sets
 
 def test_aupc_trapezoid_normalisation_and_grid_by_hand():
     model, inputs, heatmaps, score = patch_model_4x4()
-    result = patch_flipping(model, inputs, heatmaps, [0], patch_size=2, n_points=5)
+    result = flip(model, inputs, heatmaps, [0], patch_size=2, n_points=5)
     # Union curve: fractions 0, .25, .75, 1 with scores 60, 40, -80, -240.
     assert [score(s) for s in (set(), {0}, {0, 1, 2}, {0, 1, 2, 3})] == [60, 40, -80, -240]
     area = 0.25 * (60 + 40) / 2 + 0.5 * (40 - 80) / 2 + 0.25 * (-80 - 240) / 2
@@ -127,8 +136,8 @@ def test_aupc_trapezoid_normalisation_and_grid_by_hand():
 @pytest.mark.parametrize("steps", [{}, {"patches_per_step": 3}, {"n_steps": 5}])
 def test_single_concept_stack_is_standard_patch_flipping(ordering, steps):
     model, inputs, targets, exact = linear_problem(n_inputs=3, size=10)
-    standard = patch_flipping(model, inputs, exact, targets, patch_size=(3, 4), **steps)
-    stacked = patch_flipping(
+    standard = flip(model, inputs, exact, targets, patch_size=(3, 4), **steps)
+    stacked = flip(
         model, inputs, exact[:, None], targets, patch_size=(3, 4), ordering=ordering, **steps
     )
     for name in ("fractions", "scores", "normalized", "aupc", "initial_scores", "valid"):
@@ -144,18 +153,18 @@ def test_non_divisible_shapes_use_true_patch_areas():
     heatmap[0, 0, 0:2, 3:6] = 1.0  # a full 2×3 patch, relevance 6
     heatmap[0, 0, 4, 6] = 5.0  # the 1×1 corner patch, relevance 5
     heatmap[0, 0, 4, 0:3] = 0.5  # a 1×3 bottom patch, relevance 1.5
-    result = patch_flipping(mean_logit, torch.zeros(1, 1, 5, 7), heatmap, [0], patch_size=(2, 3))
+    result = flip(mean_logit, torch.zeros(1, 1, 5, 7), heatmap, [0], patch_size=(2, 3))
     (curve,) = result.curves
     assert curve.n_removed.tolist() == list(range(10))
     np.testing.assert_allclose(curve.fractions[:4], np.array([0, 6, 7, 10]) / 35)
     assert curve.fractions[-1] == 1.0
     assert (np.diff(curve.fractions) > 0).all()
     # Removed pixels are exactly the cumulated areas: the mean logit counts them.
-    np.testing.assert_allclose(curve.scores, LOG_MEL_FLOOR * curve.fractions, atol=1e-6)
+    np.testing.assert_allclose(curve.scores, FLOOR * curve.fractions, atol=1e-6)
 
 
 def test_patch_larger_than_input_is_one_patch():
-    result = patch_flipping(mean_logit, torch.zeros(2, 1, 5, 7), torch.ones(2, 1, 5, 7), [0, 0])
+    result = flip(mean_logit, torch.zeros(2, 1, 5, 7), torch.ones(2, 1, 5, 7), [0, 0])
     for curve in result.curves:
         np.testing.assert_array_equal(curve.fractions, [0.0, 1.0])
 
@@ -163,7 +172,6 @@ def test_patch_larger_than_input_is_one_patch():
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({}, LOG_MEL_FLOOR),
         ({"removal": 0.0}, 0.0),
         ({"removal": -2}, -2.0),
         ({"removal": "mean", "mean_image": torch.full((1, 4, 4), 3.0)}, 3.0),
@@ -172,9 +180,7 @@ def test_patch_larger_than_input_is_one_patch():
 )
 def test_removal_value_is_written_into_removed_patches(kwargs, expected):
     inputs = torch.full((2, 1, 4, 4), 7.0)
-    result = patch_flipping(
-        mean_logit, inputs, torch.rand(2, 1, 4, 4), [0, 0], patch_size=2, **kwargs
-    )
+    result = flip(mean_logit, inputs, torch.rand(2, 1, 4, 4), [0, 0], patch_size=2, **kwargs)
     for curve in result.curves:
         assert curve.scores[0] == pytest.approx(7.0)
         assert curve.scores[-1] == pytest.approx(expected)
@@ -184,16 +190,27 @@ def test_removal_value_is_written_into_removed_patches(kwargs, expected):
         )
 
 
-def test_default_removal_is_the_log_mel_floor_not_zero():
-    assert LOG_MEL_FLOOR == -4.0
-    result = patch_flipping(mean_logit, torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), [0])
-    assert result.curves[0].scores[-1] == pytest.approx(LOG_MEL_FLOOR)
+def test_omitted_removal_is_deprecated_and_still_writes_the_old_floor_not_zero():
+    with pytest.warns(DeprecationWarning, match=r"without removal=.*LogMel\.floor"):
+        result = patch_flipping(mean_logit, torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), [0])
+    assert result.curves[0].scores[-1] == pytest.approx(-4.0)
+
+
+@pytest.mark.parametrize(
+    "module", ["zennit_drsa.evaluation", "zennit_drsa.evaluation.patch_flipping"]
+)
+def test_log_mel_floor_is_a_deprecated_alias_of_the_reference_front_ends_floor(module):
+    from audio_cnn import LogMel
+
+    with pytest.warns(DeprecationWarning, match=r"LOG_MEL_FLOOR is deprecated.*LogMel\.floor"):
+        value = importlib.import_module(module).LOG_MEL_FLOOR
+    assert value == LogMel().floor == -4.0
 
 
 def test_per_input_removal_images():
     inputs = torch.ones(2, 1, 4, 4)
     fill = torch.stack([torch.full((1, 4, 4), -1.0), torch.full((1, 4, 4), -3.0)])
-    result = patch_flipping(mean_logit, inputs, torch.rand(2, 1, 4, 4), [0, 0], removal=fill)
+    result = flip(mean_logit, inputs, torch.rand(2, 1, 4, 4), [0, 0], removal=fill)
     assert [c.scores[-1] for c in result.curves] == pytest.approx([-1.0, -3.0])
 
 
@@ -201,7 +218,7 @@ def test_inputs_with_non_positive_initial_score_are_excluded_and_counted():
     model, inputs, targets, exact = linear_problem(n_inputs=3, bias=0.0)
     with torch.no_grad():
         model.bias.copy_(torch.tensor([50.0, -500.0, 50.0], dtype=torch.float64))
-    result = patch_flipping(model, inputs, exact, targets, patch_size=4)
+    result = flip(model, inputs, exact, targets, patch_size=4)
     np.testing.assert_array_equal(result.valid, [True, False, True])
     assert result.n_excluded == 1
     assert np.isnan(result.aupc[1]) and np.isnan(result.normalized[1]).all()
@@ -224,8 +241,8 @@ def test_inputs_with_non_positive_initial_score_are_excluded_and_counted():
 
 def test_relu_logit_clips_the_curve_at_zero():
     model, inputs, targets, exact = linear_problem(n_inputs=3, bias=2.0)
-    logit = patch_flipping(model, inputs, exact, targets, patch_size=4)
-    relu = patch_flipping(model, inputs, exact, targets, patch_size=4, score="relu_logit")
+    logit = flip(model, inputs, exact, targets, patch_size=4)
+    relu = flip(model, inputs, exact, targets, patch_size=4, score="relu_logit")
     assert any((c.scores < 0).any() for c in logit.curves)
     for a, b in zip(logit.curves, relu.curves, strict=True):
         np.testing.assert_array_equal(b.scores, np.maximum(a.scores, 0.0))
@@ -237,9 +254,7 @@ def test_batching_does_not_change_results(ordering):
     model, inputs, targets, exact = linear_problem(n_inputs=3, size=8)
     heatmaps = torch.stack([exact, -exact, exact.flip(-1)], dim=1)
     runs = [
-        patch_flipping(
-            model, inputs, heatmaps, targets, patch_size=2, ordering=ordering, batch_size=size
-        )
+        flip(model, inputs, heatmaps, targets, patch_size=2, ordering=ordering, batch_size=size)
         for size in (1, 7, 10_000)
     ]
     # Same jobs in any batching; only the model's own float rounding may vary with N.
@@ -254,15 +269,15 @@ def test_model_runs_without_gradients_on_its_device():
     model, inputs, targets, exact = linear_problem(n_inputs=2)
     seen = []
     model.register_forward_hook(lambda m, i, o: seen.append((torch.is_grad_enabled(), i[0].device)))
-    patch_flipping(model, inputs, exact, targets, patch_size=6)
+    flip(model, inputs, exact, targets, patch_size=6)
     assert seen and all(not grad and device == model.weight.device for grad, device in seen)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     model, inputs, targets, exact = linear_problem(n_inputs=3)
-    cpu = patch_flipping(model, inputs, exact, targets, patch_size=3, ordering="round_robin")
-    gpu = patch_flipping(model.cuda(), inputs, exact, targets, patch_size=3, ordering="round_robin")
+    cpu = flip(model, inputs, exact, targets, patch_size=3, ordering="round_robin")
+    gpu = flip(model.cuda(), inputs, exact, targets, patch_size=3, ordering="round_robin")
     np.testing.assert_allclose(gpu.aupc, cpu.aupc, rtol=1e-9)
 
 
@@ -279,7 +294,7 @@ def test_cuda_matches_cpu():
 def test_schedule_properties(height, width, patch, n_concepts, ordering, per_step, seed):
     generator = torch.Generator().manual_seed(seed)
     heatmaps = torch.randn(1, n_concepts, 1, height, width, generator=generator)
-    result = patch_flipping(
+    result = flip(
         mean_logit,
         torch.zeros(1, 1, height, width),
         heatmaps,
@@ -298,7 +313,7 @@ def test_schedule_properties(height, width, patch, n_concepts, ordering, per_ste
     assert curve.fractions[0] == 0 and curve.fractions[-1] == pytest.approx(1.0)
     assert (np.diff(curve.fractions) > 0).all()
     # Every removed pixel is accounted for: the mean logit is the floor times the fraction.
-    np.testing.assert_allclose(curve.scores, LOG_MEL_FLOOR * curve.fractions, atol=1e-6)
+    np.testing.assert_allclose(curve.scores, FLOOR * curve.fractions, atol=1e-6)
 
 
 BAD_CALLS = [
@@ -342,7 +357,7 @@ def test_bad_input_is_rejected_with_a_clear_error(override, message):
         **override,
     }
     with pytest.raises(ValueError, match=message):
-        patch_flipping(
+        flip(
             call.pop("model"), call.pop("inputs"), call.pop("heatmaps"), call.pop("targets"), **call
         )
 
@@ -350,15 +365,13 @@ def test_bad_input_is_rejected_with_a_clear_error(override, message):
 def test_model_problems_are_reported():
     inputs, heatmaps = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
     with pytest.raises(ValueError, match=r"\.eval\(\)"):
-        patch_flipping(nn.Dropout().train(), inputs, heatmaps, [0])
+        flip(nn.Dropout().train(), inputs, heatmaps, [0])
     with pytest.raises(ValueError, match="2-D logits"):
-        patch_flipping(lambda x: x, inputs, heatmaps, [0])
+        flip(lambda x: x, inputs, heatmaps, [0])
     with pytest.raises(ValueError, match="must return logits"):
-        patch_flipping(
-            lambda x: x[:1].flatten(1), torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), [0, 0]
-        )
+        flip(lambda x: x[:1].flatten(1), torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), [0, 0])
     with pytest.raises(ValueError, match="NaN/Inf logits"):
-        patch_flipping(lambda x: mean_logit(x).log(), inputs + 1, heatmaps, [0])
+        flip(lambda x: mean_logit(x).log(), inputs + 1, heatmaps, [0])
 
 
 def test_mean_sem():
@@ -378,7 +391,7 @@ def test_mean_sem():
 
 def test_aupc_table_pools_inputs_and_seeds_and_counts_exclusions():
     model, inputs, targets, exact = linear_problem(n_inputs=4)
-    seeds = [patch_flipping(model, inputs, exact, targets, patch_size=4) for _ in range(2)]
+    seeds = [flip(model, inputs, exact, targets, patch_size=4) for _ in range(2)]
     rows = aupc_table(
         {"exact": seeds, "one": seeds[0], "array": np.array([[0.1, np.nan], [0.3, 0.5]])}
     )

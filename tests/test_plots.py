@@ -335,13 +335,13 @@ def test_saving_replaces_an_existing_file_atomically(logmel, tmp_path, rng):
 
 def test_plot_flipping_curves_writes_a_png_atomically(tmp_path):
     model, inputs, targets, exact = linear_problem(n_inputs=3)
-    exact_run = patch_flipping(model, inputs, exact, targets, patch_size=4)
-    reversed_run = patch_flipping(model, inputs, -exact, targets, patch_size=4)
+    exact_run = patch_flipping(model, inputs, exact, targets, patch_size=4, removal=0.0)
+    reversed_run = patch_flipping(model, inputs, -exact, targets, patch_size=4, removal=0.0)
     path = tmp_path / "figures" / "flipping.png"
     plot_flipping_curves({"exact": exact_run, "reversed": [reversed_run, reversed_run]}, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(path.parent) == ["flipping.png"]
-    coarse = patch_flipping(model, inputs, exact, targets, patch_size=4, n_points=11)
+    coarse = patch_flipping(model, inputs, exact, targets, patch_size=4, n_points=11, removal=0.0)
     with pytest.raises(ValueError, match="n_points"):
         plot_flipping_curves({"fine": exact_run, "coarse": coarse}, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="need PatchFlippingResults"):

@@ -18,13 +18,12 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-import matplotlib
+import matplotlib.image
 import numpy as np
 import pytest
 import soundfile as sf
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from audio_concepts.report import MeanSem, Panel, Report
 
@@ -63,7 +62,9 @@ def _grid_png(colour: tuple[int, int, int], seed: int) -> bytes:
     """Standard, K concept and residual heatmaps of one class as one PNG."""
     rng = np.random.default_rng(seed)
     background = tuple(c / 255 for c in colour)
-    figure, axes = plt.subplots(1, _K + 2, figsize=(7.5, 2.0), dpi=80, facecolor=background)
+    figure = Figure(figsize=(7.5, 2.0), dpi=80, facecolor=background)
+    FigureCanvasAgg(figure)  # headless, no pyplot: the test leaves the backend alone
+    axes = figure.subplots(1, _K + 2)
     for ax, name in zip(
         axes, ["standard", *(f"concept {k + 1}" for k in range(_K)), "residual"], strict=True
     ):
@@ -73,7 +74,6 @@ def _grid_png(colour: tuple[int, int, int], seed: int) -> bytes:
         ax.set_yticks([])
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", facecolor=background)
-    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -228,7 +228,7 @@ def test_every_class_has_its_concept_panel_and_players_in_the_dom(rendered):
 
 
 def test_screenshot_shows_each_class_figure_drawn_whole(rendered):
-    pixels = np.round(plt.imread(rendered["screenshot"])[..., :3] * 255).astype(int)
+    pixels = np.round(matplotlib.image.imread(rendered["screenshot"])[..., :3] * 255).astype(int)
     assert pixels.shape[:2] == (_WINDOW[1], _WINDOW[0])
     # Not blank: a real page has text, borders and pictures on its white background.
     assert (pixels.min(axis=-1) < 200).mean() > 0.01
@@ -238,7 +238,7 @@ def test_screenshot_shows_each_class_figure_drawn_whole(rendered):
         assert rows.size > 0, f"the {name} figure is not visible in the screenshot"
         top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
         height, width = bottom - top, right - left
-        natural_width, natural_height = plt.imread(io.BytesIO(png)).shape[1::-1]
+        natural_width, natural_height = matplotlib.image.imread(io.BytesIO(png)).shape[1::-1]
         # The figure is drawn whole and undistorted: its colour spans a box of the image's
         # aspect ratio, at a readable size, mostly filled by the background colour.
         assert width >= 300, f"{name}: drawn only {width} px wide"

@@ -13,9 +13,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-import audio_concepts.sweep
 from audio_cnn.model import AudioCNN
-from audio_concepts.analysis import AnalysisConfig
+from audio_concepts.analysis import Analysis, AnalysisConfig
 from audio_concepts.cli import main
 from audio_concepts.sweep import (
     SweepResult,
@@ -118,13 +117,13 @@ def test_resume_skips_finished_pairs(swept, toy, tmp_path, monkeypatch):
     entry = out / f"{LAYERS[0]}_K2" / "sweep_entry.json"
     before = entry.stat().st_mtime_ns
     fitted = []
-    fit = audio_concepts.sweep.fit_concepts
+    fit = Analysis.fit
 
-    def counting_fit(run, data, folder, config, **options):
-        fitted.append(Path(folder).name)
-        return fit(run, data, folder, config, **options)
+    def counting_fit(self, **options):
+        fitted.append(self.workspace.root.name)
+        return fit(self, **options)
 
-    monkeypatch.setattr(audio_concepts.sweep, "fit_concepts", counting_fit)
+    monkeypatch.setattr(Analysis, "fit", counting_fit)
     # batch_size changes how, not what, is computed: finished pairs are still reused.
     config = dataclasses.replace(CONFIG, batch_size=7)
     result = sweep_concepts(
@@ -177,7 +176,7 @@ def test_layer_and_k_flags_are_swept_not_fixed(toy, tmp_path, capsys):
 
 def _result(out: Path) -> SweepResult:
     saved = json.loads((out / "sweep.json").read_text())
-    rows = tuple(audio_concepts.sweep.SweepRow(**row) for row in saved["rows"])
+    rows = tuple(SweepRow(**row) for row in saved["rows"])
     return SweepResult(
         out_dir=out,
         layers=tuple(saved["layers"]),

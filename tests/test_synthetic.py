@@ -326,6 +326,58 @@ def test_mask_thresholds(logmel: LogMel) -> None:
         object_masks(clip, LogMel.preset("toy", sample_rate=22050))
 
 
+def test_mask_floor_defaults_to_the_front_ends_own_floor(logmel: LogMel) -> None:
+    clip = TOY.make_clip(1, 8)
+    assert logmel.floor == -4.0
+    np.testing.assert_array_equal(
+        object_masks(clip, logmel), object_masks(clip, logmel, floor=1e-4)
+    )
+    # A front-end that clamps at log10 = 0 treats every mel value below 1 as silence.
+    loud_floor = LogMel.preset("toy", clamp_min=0.0)
+    raised = object_masks(clip, loud_floor)
+    np.testing.assert_array_equal(raised, object_masks(clip, logmel, floor=1.0))
+    assert raised.sum() < object_masks(clip, logmel).sum()
+
+
+class _FlatFrontEnd:
+    """Only what object_masks documents it reads from a front-end."""
+
+    def __init__(self, logmel: LogMel, floor: float | None) -> None:
+        self.sample_rate = logmel.sample_rate
+        self.power = logmel.power
+        self.floor = floor
+        self.mel_filterbank = logmel.mel_filterbank
+        self.stft = logmel.stft
+
+
+def test_masks_need_only_the_flat_front_end_attributes_and_an_unclamped_one_keeps_silence_out(
+    logmel: LogMel,
+) -> None:
+    clip = TOY.make_clip(0, 3)
+    clamped = object_masks(clip, _FlatFrontEnd(logmel, logmel.floor))
+    np.testing.assert_array_equal(clamped, object_masks(clip, logmel))
+    unclamped = object_masks(clip, _FlatFrontEnd(logmel, None))
+    assert np.all(unclamped | ~clamped)  # no floor: only the dynamic range limits the masks
+    silent = dataclasses.replace(
+        clip,
+        waveform=np.zeros_like(clip.waveform),
+        sources=np.zeros_like(clip.sources),
+        background=np.zeros_like(clip.background),
+    )
+    assert not object_masks(silent, _FlatFrontEnd(logmel, None)).any()
+
+
+def test_masks_scale_the_dynamic_range_by_the_front_ends_power() -> None:
+    clip = TOY.make_clip(1, 8)
+    magnitude, power = LogMel.preset("toy"), LogMel.preset("toy", power=2.0)
+    for front_end in (magnitude, power):
+        masks = object_masks(clip, front_end, floor=1e-30)
+        assert masks.any() and masks.sum(axis=0).max() <= 1
+    # 40 dB of amplitude is 10**-2 in magnitude and 10**-4 in power: about the same bins.
+    counts = [object_masks(clip, f, floor=1e-30).sum() for f in (magnitude, power)]
+    assert abs(counts[0] - counts[1]) <= 0.1 * counts[0]
+
+
 # ----- datasets on disk ------------------------------------------------------------------------
 
 

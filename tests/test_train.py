@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -113,6 +114,14 @@ def test_non_finite_loss_stops_with_a_clear_message(toy_data, tmp_path):
     with pytest.raises(TrainingDivergedError, match="learning rate"):
         train(toy_data, tmp_path / "run", config=config, progress=False)
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "setting", ["lr", "weight_decay", "momentum", "eval_span_seconds", "max_minutes"]
+)
+def test_non_finite_settings_are_refused_up_front_as_the_run_stores_them_as_json(setting):
+    with pytest.raises(ValueError, match="must be finite"):
+        TrainConfig(**{setting: math.inf})
 
 
 def test_evaluate_reports_chunk_and_clip_metrics_and_figures(toy_data, tmp_path):

@@ -105,7 +105,8 @@ def audio_composite(name: str, model: nn.Module, **kwargs: Any) -> Composite:
     model:
         The model the composite is for (to number its convolutions and find batch norm).
     **kwargs:
-        Arguments of the composite, e.g. ``low`` and ``high`` (input bounds) for
+        Arguments of the composite, e.g. ``low`` and ``high`` (input bounds; for log-mel
+        inputs ``low`` is the front-end's floor, e.g. ``audio_cnn.LogMel.floor``) for
         ``"epsilon_gamma_box"``, ``gammas`` for ``"reference"``. ``canonizers`` replaces the
         automatic batch-norm canonizer.
 
@@ -136,7 +137,8 @@ def audio_composite(name: str, model: nn.Module, **kwargs: Any) -> Composite:
     if required:
         raise ValueError(
             f"composite {name!r} needs {required}; for box rules these are the lowest and "
-            "highest input values (for log-mel inputs low is the clamp floor, e.g. low=-4.0)"
+            "highest input values (for log-mel inputs low is the front-end's floor, "
+            "logmel.floor: low=-4.0 for audio_cnn.LogMel)"
         )
     kwargs["canonizers"] = _canonizers(model, kwargs.get("canonizers"))
     return composite_class(**kwargs)

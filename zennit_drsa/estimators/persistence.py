@@ -3,21 +3,20 @@
 A fitted estimator becomes two files beside each other: ``<path>.npz`` (the arrays, read
 back with ``allow_pickle=False``) and ``<path>.json`` (class, parameters, sizes, pooling
 orders, normalisation scales, versions, user metadata and the SHA-256 of the ``.npz``).
-Both are written to temporary files and renamed into place, the JSON last, so a reader
-never sees a half-written pair; :func:`load` checks that the two belong together.
+Both are written to temporary files and renamed into place (:mod:`atomic_io`, so they get
+the umask's permissions like every other output), the JSON last, so a reader never sees a
+half-written pair; :func:`load` checks that the two belong together.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import io
 import json
 import numbers
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from atomic_io import atomic_path, read_json, write_text_atomic
 from zennit_drsa.estimators._base import SubspaceEstimator
 from zennit_drsa.estimators._linalg import orthonormality_error
 from zennit_drsa.estimators.baselines import DSA, PCASubspaces, RandomSubspaces
@@ -104,14 +104,14 @@ def save(
         "arrays_sha256": hashlib.sha256(payload).hexdigest(),
         "metadata": dict(metadata or {}),
     }
+    # Serialise before writing anything, so bad metadata leaves no half of a pair behind.
     try:
         text = json.dumps(header, indent=2, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise TypeError(f"metadata must be JSON-serialisable (finite numbers): {error}") from error
-    with _atomic(arrays_path) as temporary:
+    with atomic_path(arrays_path) as temporary:
         temporary.write_bytes(payload)
-    with _atomic(header_path) as temporary:
-        temporary.write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(header_path, text + "\n")
     return arrays_path, header_path
 
 
@@ -134,10 +134,7 @@ def load(path: str | os.PathLike[str]) -> SubspaceEstimator:
     for required in (header_path, arrays_path):
         if not required.is_file():
             raise FileNotFoundError(f"{required} does not exist; was the estimator saved there?")
-    try:
-        header = json.loads(header_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{header_path} is not valid JSON: {error}") from error
+    header = read_json(header_path, what="the JSON half of a saved subspace estimator")
     _check_header(header, header_path)
     payload = arrays_path.read_bytes()
     if hashlib.sha256(payload).hexdigest() != header["arrays_sha256"]:
@@ -187,20 +184,6 @@ def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     if base.suffix in (".npz", ".json"):
         base = base.with_suffix("")
     return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
-
-
-@contextlib.contextmanager
-def _atomic(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _json_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

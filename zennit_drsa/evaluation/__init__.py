@@ -1,11 +1,13 @@
 """Evaluation of (disentangled) explanations: patch flipping and concept recovery."""
 
+from typing import Any
+
 from zennit_drsa._moved import forwarder
 from zennit_drsa.evaluation._stats import mean_sem
 from zennit_drsa.evaluation.patch_flipping import (
-    LOG_MEL_FLOOR,
     FlippingCurve,
     PatchFlippingResult,
+    _deprecated_log_mel_floor,
     patch_flipping,
 )
 from zennit_drsa.evaluation.recovery import (
@@ -23,7 +25,6 @@ from zennit_drsa.evaluation.summary import (
 )
 
 __all__ = [
-    "LOG_MEL_FLOOR",
     "AUPCRow",
     "FlippingCurve",
     "PatchFlippingResult",
@@ -40,4 +41,15 @@ __all__ = [
 ]
 
 # Deprecated: the figure moved to the audio application.
-__getattr__ = forwarder(__name__, "audio_concepts.plots", names=("plot_flipping_curves",))
+_moved_figure = forwarder(__name__, "audio_concepts.plots", names=("plot_flipping_curves",))
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated names (PEP 562): ``plot_flipping_curves`` and ``LOG_MEL_FLOOR``.
+
+    ``LOG_MEL_FLOOR`` (-4.0) was the floor of one audio front-end, which the plugin core does
+    not own; use the front-end's own, e.g. ``audio_cnn.LogMel.floor``.
+    """
+    if name == "LOG_MEL_FLOOR":
+        return _deprecated_log_mel_floor(__name__)
+    return _moved_figure(name)

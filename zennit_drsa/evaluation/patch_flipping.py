@@ -11,14 +11,16 @@ normalised curve (AUPC) summarises a curve, and lower is better.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from zennit_drsa._moved import REMOVED_IN
 from zennit_drsa.evaluation._patches import (
     ORDERINGS,
     Ordering,
@@ -28,14 +30,13 @@ from zennit_drsa.evaluation._patches import (
 )
 from zennit_drsa.evaluation._stats import mean_sem
 
-__all__ = ["LOG_MEL_FLOOR", "FlippingCurve", "PatchFlippingResult", "patch_flipping"]
+__all__ = ["FlippingCurve", "PatchFlippingResult", "patch_flipping"]
 
-LOG_MEL_FLOOR = -4.0
-"""Recommended removal value for log-mel inputs: the clamp floor of ``log10(mel + 1e-7)``.
-
-It stands for silence. Never remove with 0 on log10 inputs: 0 means a mel energy of 1,
-which is loud, so "removed" patches would inject evidence instead of deleting it.
-"""
+# Deprecated: the removal value patch_flipping used when none was given, and the value of the
+# deprecated LOG_MEL_FLOOR. It is the floor of one audio front-end (audio_cnn.LogMel), which
+# the plugin core does not own; the front-end in use knows its own floor.
+_OLD_LOG_MEL_FLOOR = -4.0
+_USE_THE_FRONT_END = "use your front-end's floor, e.g. audio_cnn.LogMel.floor"
 
 Score = Literal["logit", "relu_logit"]
 SCORES: tuple[str, ...] = ("logit", "relu_logit")
@@ -121,7 +122,7 @@ def patch_flipping(
     *,
     patch_size: int | tuple[int, int] = (8, 8),
     ordering: Ordering = "union",
-    removal: float | Literal["mean"] | torch.Tensor = LOG_MEL_FLOOR,
+    removal: float | Literal["mean"] | torch.Tensor | None = None,
     mean_image: torch.Tensor | None = None,
     score: Score = "logit",
     patches_per_step: int | None = None,
@@ -157,10 +158,14 @@ def patch_flipping(
         present; a step is ``patches_per_step`` turns per concept. Ties between patches
         keep raster order.
     removal:
-        Value written into removed patches: a float (for log-mel inputs use the floor,
-        :data:`LOG_MEL_FLOOR` = -4, never 0, which is loud in log10 space); ``"mean"`` to use
-        ``mean_image`` (e.g. the dataset-mean input); or a tensor broadcastable to
-        ``(C, H, W)``, or ``(B, C, H, W)`` with one removal image per input.
+        Value written into removed patches: a float; ``"mean"`` to use ``mean_image`` (e.g.
+        the dataset-mean input); or a tensor broadcastable to ``(C, H, W)``, or
+        ``(B, C, H, W)`` with one removal image per input. For log-mel inputs use the
+        front-end's floor, the log-mel of silence (e.g. ``logmel.floor`` of an
+        ``audio_cnn.LogMel``, in log10 units), never 0: 0 is a mel energy of 1, which is
+        loud, so "removed" patches would inject evidence instead of deleting it.
+        ``None`` (deprecated, a :class:`DeprecationWarning`; give the value): -4.0, the
+        floor of the reference log-mel front-end.
     mean_image:
         ``(C, H, W)`` (or broadcastable) image used when ``removal="mean"``.
     score:
@@ -192,6 +197,15 @@ def patch_flipping(
         options, a model in training mode or a model output that is not ``(N, n_classes)``
         finite logits.
     """
+    if removal is None:
+        warnings.warn(
+            f"patch_flipping without removal= is deprecated and falls back to "
+            f"{_OLD_LOG_MEL_FLOOR}, the floor of one log-mel front-end; pass the removal "
+            f"value ({_USE_THE_FRONT_END}); the fallback is removed in zennit-drsa {REMOVED_IN}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        removal = _OLD_LOG_MEL_FLOOR
     inputs = _check_inputs(inputs)
     heatmaps = _check_heatmaps(heatmaps, inputs.shape)
     n_inputs, _, height, width = inputs.shape
@@ -432,3 +446,23 @@ def _removal_images(
             f"removal image of shape {tuple(fill.shape)} does not broadcast to the input "
             f"(C, H, W) = {tuple(inputs.shape[1:])}; give (C, H, W) or (B, C, H, W)"
         ) from None
+
+
+def _deprecated_log_mel_floor(module: str) -> float:
+    """The value of the deprecated ``LOG_MEL_FLOOR`` of ``module``, with its warning.
+
+    Called by the PEP 562 ``__getattr__`` of the modules that exported the name.
+    """
+    warnings.warn(
+        f"{module}.LOG_MEL_FLOOR is deprecated: the plugin core owns no audio constant; "
+        f"{_USE_THE_FRONT_END}. The name is removed in zennit-drsa {REMOVED_IN}",
+        DeprecationWarning,
+        stacklevel=3,  # the user's code, past the module's __getattr__
+    )
+    return _OLD_LOG_MEL_FLOOR
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LOG_MEL_FLOOR":
+        return _deprecated_log_mel_floor(__name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

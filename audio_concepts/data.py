@@ -1,0 +1,175 @@
+"""The audio an analysis reads: an audio folder opened for one model, its clips and chunks.
+
+:class:`AudioData` opens the folder once (synthetic, GTZAN or folder-per-class layout, via
+:func:`audio_cnn.open_dataset_dir`), checks that its classes are the model's, and decodes
+through one cache at the front-end's sample rate. The steps ask it for the clips they use —
+training clips of a class to fit on, the evaluation split's clips to explain — cut into the
+model's chunks, as log-mel batches, and on synthetic data for the sound objects' masks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from audio_cnn.audio_io import DecodedAudioCache
+from audio_cnn.chunks import EvenChunkDataset
+from audio_cnn.dataset_dirs import DatasetDir, open_dataset_dir
+from audio_cnn.datasets import ClipRecord
+from audio_concepts.config import EVAL_SPLITS, AnalysisConfig
+from audio_concepts.model import AudioModel
+
+__all__ = ["FIT_CHUNKS", "AudioData"]
+
+FIT_CHUNKS = 10
+"""Evenly spaced chunks per clip whose vectors the subspaces are fitted on (METHOD.md §6:
+10 of a GTZAN clip's first 29 s; a one-second toy clip has one)."""
+
+_SPAN_SECONDS = 29.0
+
+
+@dataclass(frozen=True)
+class AudioData:
+    """An audio folder opened for one model.
+
+    Attributes
+    ----------
+    dataset:
+        The folder's classes and splits.
+    cache:
+        Decoded audio at the front-end's sample rate.
+    model:
+        The model whose front-end cuts and transforms the audio.
+    """
+
+    dataset: DatasetDir
+    cache: DecodedAudioCache
+    model: AudioModel
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        model: AudioModel,
+        cache_dir: str | os.PathLike[str],
+    ) -> AudioData:
+        """Open ``data_dir`` for ``model``, decoding into ``cache_dir``.
+
+        Raises
+        ------
+        ValueError
+            If the folder's classes differ from the model's.
+        FileNotFoundError
+            If ``data_dir`` does not exist.
+        """
+        dataset = open_dataset_dir(data_dir)
+        if tuple(dataset.class_names) != model.class_names:
+            raise ValueError(
+                f"{data_dir} has classes {dataset.class_names} but the model has "
+                f"{list(model.class_names)}"
+            )
+        return cls(dataset, DecodedAudioCache(cache_dir, model.frontend.sample_rate), model)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.dataset.root)
+
+    @property
+    def kind(self) -> str:
+        return self.dataset.kind
+
+    # ----- clips ------------------------------------------------------------------------------
+
+    def split_clips(self, split: str) -> list[ClipRecord]:
+        """The clips of a split; a ``ValueError`` if it has none."""
+        clips = self.dataset.splits.get(split) or []
+        if not clips:
+            raise ValueError(
+                f"{self.root} has no {split} clips to explain; pick another eval_split "
+                f"(one of {EVAL_SPLITS})"
+            )
+        return clips
+
+    def train_clips(self, label: int, limit: int | None) -> list[ClipRecord]:
+        """The first ``limit`` training clips of class ``label`` (all for ``None``)."""
+        chosen = [clip for clip in self.dataset.splits["train"] if clip.label == label]
+        return chosen if limit is None else chosen[:limit]
+
+    def evaluation_clips(self, config: AnalysisConfig) -> list[ClipRecord]:
+        """Per class the first ``eval_clips_per_class`` clips of ``config.eval_split``.
+
+        On synthetic data only clips with at least one sound object count.
+        """
+        clips_of_split = self.split_clips(config.eval_split)
+        chosen = []
+        for label in range(len(self.dataset.class_names)):
+            clips = [clip for clip in clips_of_split if clip.label == label]
+            if self.kind == "synthetic":
+                clips = [c for c in clips if len(self._synthetic_clip(c.path).object_names) >= 1]
+            chosen.extend(clips[: config.eval_clips_per_class])
+        return chosen
+
+    def relative_name(self, path: str | os.PathLike[str]) -> str:
+        """A clip's path relative to the folder (as stored with explanations)."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    # ----- chunks and inputs ------------------------------------------------------------------
+
+    def chunks(self, clips: Sequence[ClipRecord], n_chunks: int) -> EvenChunkDataset:
+        """``n_chunks`` evenly spaced model-length chunks of each clip's first 29 s."""
+        frontend = self.model.frontend
+        return EvenChunkDataset(
+            clips,
+            self.cache,
+            frontend.chunk_samples,
+            n_chunks=n_chunks,
+            span_seconds=max(_SPAN_SECONDS, frontend.chunk_samples / frontend.sample_rate),
+            sample_rate=frontend.sample_rate,
+        )
+
+    def input_batches(
+        self, chunks: EvenChunkDataset, batch_size: int, device: torch.device
+    ) -> Iterator[torch.Tensor]:
+        """The model's inputs ``(B, 1, n_mels, frames)`` of ``chunks``, batch by batch."""
+        for waveform, _, _ in DataLoader(chunks, batch_size=batch_size):
+            yield self.model.input_of(waveform.to(device))
+
+    # ----- synthetic data: known sound objects --------------------------------------------------
+
+    @functools.cached_property
+    def _task(self) -> Any:
+        from audio_cnn.synthetic import load_synthetic_task
+
+        return load_synthetic_task(self.root)
+
+    def _synthetic_clip(self, path: str | os.PathLike[str]) -> Any:
+        from audio_cnn.synthetic import clip_from_path
+
+        return clip_from_path(self.root, path, self._task)
+
+    def object_masks(self, clips: Sequence[str]) -> list[np.ndarray] | None:
+        """Per clip (paths relative to the folder) the masks of its sound objects on the
+        model's log-mel grid, ``(n_objects, n_mels, frames)`` bool; ``None`` unless the data
+        are synthetic."""
+        if self.kind != "synthetic":
+            return None
+        from audio_cnn.synthetic import object_masks
+
+        frontend = self.model.frontend
+        device = frontend.window.device
+        frontend.to("cpu")  # the masks are computed once per clip on the CPU
+        try:
+            return [object_masks(self._synthetic_clip(path), frontend) for path in clips]
+        finally:
+            frontend.to(device)

@@ -1,0 +1,122 @@
+"""Step 2 of an analysis: concept heatmaps of the evaluation chunks, for every fitted method.
+
+Per class the first ``eval_clips_per_class`` clips of the ``eval_split`` (test by default; on
+synthetic data only clips with at least one sound object) contribute their first chunk; each
+chunk is explained for its TRUE class with that class's subspaces, by every method and seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from audio_concepts.data import AudioData
+from audio_concepts.fit import Subspaces
+from audio_concepts.workspace import AnalysisState, Workspace
+from zennit_drsa import DRSAAttributor, load
+from zennit_drsa.composites import audio_composite
+
+__all__ = ["Explanations", "explain_chunks", "load_subspaces"]
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """The explained chunks and every fit's concept heatmaps of them.
+
+    Attributes
+    ----------
+    inputs:
+        ``logmel`` ``(N, 1, M, F)``, ``waveform`` ``(N, T)``, ``labels`` ``(N,)`` and ``clips``
+        (paths relative to the audio folder) of the ``N`` explained chunks.
+    maps:
+        ``(method, seed)`` → ``heatmaps`` ``(N, K + 1, 1, M, F)`` (the last map is the
+        residual), ``layer_relevance`` ``(N, K + 1)`` and ``logits`` ``(N, n_classes)``.
+    """
+
+    inputs: dict[str, np.ndarray]
+    maps: dict[tuple[str, int], dict[str, np.ndarray]]
+
+    def save(self, workspace: Workspace) -> None:
+        """Write ``explanations/inputs.npz`` and one ``<method>_seed<s>.npz`` per fit."""
+        workspace.save_arrays(workspace.inputs_path, **self.inputs)
+        for (method, seed), arrays in self.maps.items():
+            workspace.save_arrays(workspace.explanation_path(method, seed), **arrays)
+
+    @classmethod
+    def load(cls, workspace: Workspace, state: AnalysisState) -> Explanations:
+        """What :meth:`save` wrote for the fits of ``state``'s settings."""
+        config = state.config
+        maps = {
+            (method, seed): workspace.load_arrays(workspace.explanation_path(method, seed))
+            for method in config.methods
+            for seed in config.method_seeds(method)
+        }
+        return cls(workspace.load_arrays(workspace.inputs_path), maps)
+
+
+def load_subspaces(workspace: Workspace, state: AnalysisState) -> Subspaces:
+    """The estimators the fit step saved for ``state``'s settings."""
+    config = state.config
+    return {
+        (method, seed): {
+            label: load(workspace.subspace_path(method, name, seed))
+            for label, name in enumerate(state.class_names)
+        }
+        for method in config.methods
+        for seed in config.method_seeds(method)
+    }
+
+
+def explain_chunks(
+    data: AudioData, state: AnalysisState, subspaces: Subspaces, *, progress: bool = True
+) -> Explanations:
+    """Concept heatmaps of the evaluation chunks for their true class, per fit.
+
+    Parameters
+    ----------
+    data:
+        The audio folder, opened for the model under study.
+    state:
+        The record of the fit (layer, settings).
+    subspaces:
+        The fitted estimators (:func:`~audio_concepts.fit.fit_subspaces` or
+        :func:`load_subspaces`).
+    progress:
+        Show a progress bar.
+    """
+    model, config = data.model, state.config
+    device = model.device
+    chunks = data.chunks(data.evaluation_clips(config), 1)
+    items = [chunks[i] for i in range(len(chunks))]
+    waveforms = torch.stack([waveform for waveform, _, _ in items])
+    labels = torch.tensor([label for _, label, _ in items])
+    inputs = torch.cat(
+        [model.input_of(w.to(device)).cpu() for w in waveforms.split(config.batch_size)]
+    )
+    explained = {
+        "logmel": inputs.numpy(),
+        "waveform": waveforms.numpy(),
+        "labels": labels.numpy(),
+        "clips": np.array([data.relative_name(chunks.clips[clip].path) for *_, clip in items]),
+    }
+    composite = audio_composite(config.composite, model.network)
+    maps = {}
+    for (method, seed), per_class in tqdm(subspaces.items(), desc="explain", disable=not progress):
+        heatmaps, relevance, logits = [], [], []
+        with DRSAAttributor(model.network, composite, state.layer, per_class) as attributor:
+            for x, y in zip(
+                inputs.split(config.batch_size), labels.split(config.batch_size), strict=True
+            ):
+                explanation = attributor.explain(x.to(device), target=y.to(device))
+                heatmaps.append(explanation.heatmaps.float().cpu())
+                relevance.append(explanation.layer_relevance.double().cpu())
+                logits.append(explanation.output.float().cpu())
+        maps[(method, seed)] = {
+            "heatmaps": torch.cat(heatmaps).numpy(),
+            "layer_relevance": torch.cat(relevance).numpy(),
+            "logits": torch.cat(logits).numpy(),
+        }
+    return Explanations(explained, maps)

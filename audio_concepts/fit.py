@@ -1,0 +1,125 @@
+"""Step 1 of an analysis: every method's subspaces, per class, from the class's own evidence.
+
+Per class ``c``: activation/context pairs at the layer from training-split chunks of class
+``c``, explaining class ``c``'s logit (:func:`zennit_drsa.collect`); every method (DRSA and
+its baselines) fitted on them with the same ``K`` and ``d_k``, and saved without pickle.
+"""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+from audio_concepts.config import AnalysisConfig
+from audio_concepts.data import FIT_CHUNKS, AudioData
+from audio_concepts.planning import LayerPlan
+from audio_concepts.workspace import AnalysisState, Workspace
+from zennit_drsa import collect, save
+from zennit_drsa.composites import audio_composite
+from zennit_drsa.estimators import DRSA, DSA, PRCA, RandomSubspaces, SubspaceEstimator
+
+__all__ = ["Subspaces", "fit_subspaces", "make_estimator"]
+
+Subspaces = dict[tuple[str, int], dict[int, SubspaceEstimator]]
+"""Fitted estimators: ``(method, seed)`` → class label → estimator."""
+
+
+def fit_subspaces(
+    data: AudioData,
+    workspace: Workspace,
+    config: AnalysisConfig,
+    plan: LayerPlan,
+    *,
+    progress: bool = True,
+) -> tuple[AnalysisState, Subspaces]:
+    """Fit and save every method's subspaces per class; the record of the fit.
+
+    Parameters
+    ----------
+    data:
+        The audio folder, opened for the model under study.
+    workspace:
+        Where the estimators go (``subspaces/<method>/<class>/seed<s>``).
+    config:
+        Analysis settings.
+    plan:
+        The layer and subspace shape (:func:`~audio_concepts.planning.plan_layer`).
+    progress:
+        Show a progress bar.
+
+    Returns
+    -------
+    tuple
+        The :class:`~audio_concepts.workspace.AnalysisState` (not yet written) and the
+        fitted estimators.
+
+    Raises
+    ------
+    ValueError
+        If a class has no training clips.
+    """
+    model = data.model
+    device = model.device
+    composite = audio_composite(config.composite, model.network)
+    fit_clips: dict[str, dict[str, int]] = {}
+    subspaces: Subspaces = {}
+    names = model.class_names
+    for label, name in enumerate(tqdm(names, desc="fit", disable=not progress)):
+        clips = data.train_clips(label, config.fit_clips_per_class)
+        if not clips:
+            raise ValueError(f"class {name!r} has no training clips in {data.root}")
+        pairs = collect(
+            model.network,
+            composite,
+            plan.layer,
+            data.input_batches(data.chunks(clips, FIT_CHUNKS), config.batch_size, device),
+            label,
+            n_locations=plan.n_locations,
+            random_state=config.seeds[0],
+            device=device,
+            progress=False,
+        )
+        fit_clips[name] = {"clips": len(clips), "vectors": pairs.n_vectors}
+        for method in config.methods:
+            for seed in config.method_seeds(method):
+                estimator = make_estimator(method, config, plan.subspace_dim, seed, device)
+                estimator.fit(pairs.activations, context=pairs.context)
+                save(
+                    estimator,
+                    workspace.subspace_path(method, name, seed),
+                    metadata={"layer": plan.layer, "class": name, "method": method, "seed": seed},
+                )
+                subspaces.setdefault((method, seed), {})[label] = estimator
+    state = AnalysisState(
+        model_name=model.name,
+        run=None if model.run is None else str(model.run),
+        data_dir=str(data.root.resolve()),
+        data_kind=data.kind,
+        class_names=names,
+        layer=plan.layer,
+        channels=plan.channels,
+        subspace_dim=plan.subspace_dim,
+        n_locations=plan.n_locations,
+        config=config,
+        fit_clips=fit_clips,
+    )
+    return state, subspaces
+
+
+def make_estimator(
+    method: str, config: AnalysisConfig, dims: int, seed: int, device: object
+) -> SubspaceEstimator:
+    """An unfitted estimator of ``method`` with the analysis' ``K``, ``d_k`` and solver settings."""
+    shape = {"n_subspaces": config.n_subspaces, "subspace_dim": dims}
+    if method in ("drsa", "dsa"):
+        solver = DRSA if method == "drsa" else DSA
+        return solver(
+            **shape,
+            max_iter=config.max_iter,
+            n_restarts=config.n_restarts,
+            tol=config.tol,
+            random_state=seed,
+            device=device,
+        )
+    if method == "prca":
+        return PRCA(**shape)
+    return RandomSubspaces(**shape, random_state=seed)
