@@ -20,7 +20,9 @@ machine). Before and after the measurements, the fixed cost of one parallel oper
 printed: when other processes keep the cores busy, every parallel operation with several
 threads waits for a descheduled thread (milliseconds instead of microseconds), so timings
 with more than one thread then count operations rather than measure work, and the ratios
-are not those of the methods. Example::
+are not those of the methods. ``--propagation`` picks how the DRSA maps go below the layer
+(``auto``, the default, takes the chain path on this architecture; ``generic`` measures
+autograd's batched backward pass instead). Example::
 
     python benchmarks/bench_attribution.py --threads 2 --repeats 3
 """
@@ -45,7 +47,7 @@ from zennit.rules import Epsilon, Pass
 from zennit.types import Activation, Convolution
 
 from audio_cnn.model import AudioCNN
-from zennit_drsa.attribution import DRSAAttributor
+from zennit_drsa.attribution import PROPAGATIONS, DRSAAttributor
 from zennit_drsa.captum import DRSAAttribution
 from zennit_drsa.composites import reference_composite
 from zennit_drsa.context import LayerContext
@@ -141,6 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16, help="inputs per batch (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--propagation",
+        choices=PROPAGATIONS,
+        default="auto",
+        help="how DRSA's maps go below the layer (default auto: the chain path here)",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -154,13 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"AudioCNN 'gtzan' (random weights), batch {args.batch} × 1×128×128, layer {layer}, "
         f"K = {N_SUBSPACES}, d_k = {SUBSPACE_DIM}, {args.threads} threads, "
-        f"{args.repeats} rounds (medians)"
+        f"{args.repeats} rounds (medians), propagation {args.propagation!r}"
     )
     machine_check(args.threads, "before")
 
     composite = reference_composite(model)
     standard = Gradient(model, reference_composite(model))
-    attributor = DRSAAttributor(model, composite, layer, basis)
+    attributor = DRSAAttributor(model, composite, layer, basis, propagation=args.propagation)
     zennit = _median_times(
         {
             "standard heatmap (Zennit Gradient)": lambda: standard(x, attr_output)[1],
@@ -172,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         args.repeats,
     )
 
-    drsa_attribution = DRSAAttribution(model, layer, basis, composite=_epsilon_composite())
+    drsa_attribution = DRSAAttribution(
+        model, layer, basis, composite=_epsilon_composite(), propagation=args.propagation
+    )
     captum = _median_times(
         {
             "DRSAAttribution (one concept map)": lambda: drsa_attribution.attribute(

@@ -292,7 +292,8 @@ class CountingConv(nn.Conv2d):
         return super().forward(input)
 
 
-def test_all_maps_take_one_backward_pass_below_the_layer():
+@pytest.mark.parametrize("propagation", ["chain", "generic"])
+def test_all_maps_take_one_backward_pass_below_the_layer(propagation):
     model = tiny_model()
     counting = CountingConv(2, 6, 3, padding=1)
     counting.load_state_dict(model[0].state_dict())
@@ -301,7 +302,9 @@ def test_all_maps_take_one_backward_pass_below_the_layer():
     x = torch.randn(2, 2, 6, 4)
     calls = {}
     for chunk_size in (None, 2, 1):
-        with DRSAAttributor(model, EpsilonPlus(), "4", basis, chunk_size=chunk_size) as attributor:
+        with DRSAAttributor(
+            model, EpsilonPlus(), "4", basis, chunk_size=chunk_size, propagation=propagation
+        ) as attributor:
             CountingConv.calls = 0
             attributor.explain(x, target=0)
             calls[chunk_size] = CountingConv.calls
@@ -310,6 +313,46 @@ def test_all_maps_take_one_backward_pass_below_the_layer():
     assert per_pass >= 1
     assert calls[2] == 1 + 2 * per_pass  # 4 maps in chunks of 2
     assert calls[1] == 1 + 4 * per_pass
+
+
+def test_propagate_gives_weighted_sums_of_the_concept_maps_for_adapters():
+    model = tiny_model()
+    x = torch.randn(2, 2, 6, 4, generator=torch.Generator().manual_seed(7))
+    attributor = DRSAAttributor(model, EpsilonPlus(), "4", random_basis(8, [2, 3]))
+    explanation = attributor.explain(x, target=[2, 0])
+    mixing = torch.tensor([[1.0, 0.0, 1.0], [0.5, -2.0, 0.0]])
+    result = attributor.propagate(x, one_hot(2, 3, [2, 0]), mixing=mixing)
+    (maps,) = result.heatmaps
+    assert maps.shape == (2, 2, 2, 6, 4)
+    expected = torch.einsum("mk,bk...->bm...", mixing, explanation.heatmaps)
+    torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(result.layer_relevance, explanation.layer_relevance)
+    torch.testing.assert_close(result.attr_output, one_hot(2, 3, [2, 0]))
+    # Without mixing, one map per subspace and the residual, as explain returns them.
+    plain = attributor.propagate(x, lambda output: one_hot(2, 3, [2, 0]))
+    torch.testing.assert_close(plain.heatmaps[0], explanation.heatmaps)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    with pytest.raises(ValueError, match=r"mixing must have shape \(M, 3\).*got \(2, 2\)"):
+        attributor.propagate(x, one_hot(2, 3, 0), mixing=torch.ones(2, 2))
+    with pytest.raises(TypeError, match="for a model with several inputs, use"):
+        attributor.explain((x, x), target=0)
+
+
+def test_propagate_takes_the_explained_classes_from_a_callable():
+    model = tiny_model()
+    x = torch.randn(2, 2, 6, 4, generator=torch.Generator().manual_seed(8))
+    bases = {0: random_basis(8, [2]), 2: random_basis(8, [2], seed=1)}
+    attributor = DRSAAttributor(model, EpsilonPlus(), "4", bases)
+    expected = attributor.explain(x, target=[2, 0])
+    # The second sample's selected output weighted by zero: its class is not in the relevance.
+    attr_output = one_hot(2, 3, [2, 0]) * torch.tensor([[1.0], [0.0]])
+    result = attributor.propagate(x, attr_output, classes=lambda output: torch.tensor([2, 0]))
+    assert result.classes.tolist() == [2, 0]
+    torch.testing.assert_close(result.heatmaps[0][0], expected.heatmaps[0])
+    assert not result.heatmaps[0][1].any()
+    with pytest.raises(ValueError, match="one explained class per sample"):
+        attributor.propagate(x, attr_output)
 
 
 @pytest.mark.zennit

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pickle
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -19,6 +21,7 @@ from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlus
 from zennit.layer import Sum
 
+import zennit_drsa._captum
 from zennit_drsa.attribution import DRSAAttributor
 from zennit_drsa.captum import DRSAAttribution, LayerDRSAAttribution
 from zennit_drsa.composites import reference_composite
@@ -113,8 +116,21 @@ def test_standard_and_concept_maps_match_zennit(model, x):
 def test_every_captum_target_form(model, x):
     attribution = DRSAAttribution(model, LAYER, BASIS, composite=EpsilonPlus())
     by_list = attribution.attribute(x, target=[1, 1, 1], concept=0)
-    for target in (1, torch.tensor(1), torch.tensor([1, 1, 1]), (1,)):
+    for target in (
+        1,
+        np.int64(1),
+        -2,  # counted from the end, as Python (and Captum) index
+        torch.tensor(1),
+        torch.tensor([1]),
+        torch.tensor([1, 1, 1]),
+        (1,),
+        [(1,)] * 3,
+    ):
         torch.testing.assert_close(attribution.attribute(x, target=target, concept=0), by_list)
+    mixed = attribution.attribute(x, target=torch.tensor([2, 0, 1]), concept=0)
+    for row, label in enumerate([2, 0, 1]):
+        alone = attribution.attribute(x, target=label, concept=0)
+        torch.testing.assert_close(mixed[row], alone[row])
 
     # Outputs with more than one axis per sample: tuple targets, lists of tuples, None.
     grid = nn.Sequential(make_model(), nn.Unflatten(1, (1, N_CLASSES))).eval()
@@ -130,6 +146,89 @@ def test_every_captum_target_form(model, x):
     )
     assert per_sample.shape == x.shape and per_sample.abs().sum() > 0
     assert delta.shape == (len(x),)
+
+
+class CountingForward(nn.Module):
+    """A model wrapper counting its forward calls."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.body(x)
+
+
+def test_malformed_targets_are_refused_before_the_forward_pass(model, x):
+    counting = CountingForward(model).eval()
+    attribution = DRSAAttribution(counting, "body.4", BASIS, composite=EpsilonPlus())
+    for target, error, message in (
+        (True, TypeError, "unsupported target True"),
+        (1.0, TypeError, "unsupported target 1.0; pass an int, a tuple of ints"),
+        ("1", TypeError, "unsupported target"),
+        ((0, 1.5), TypeError, "a tuple target must hold ints"),
+        ([1, (1,), 1], TypeError, "unsupported target"),
+        ([1.0, 1.0, 1.0], TypeError, "unsupported target"),
+        (torch.tensor([1.0, 1.0, 1.0]), TypeError, "integer indices, got torch.float32"),
+        (torch.ones(3, 1, dtype=torch.long), ValueError, r"one per sample \(shape \(B,\)\)"),
+        ([], ValueError, "target is an empty list"),
+        ([(0, 1), (0,), (0, 1)], ValueError, r"same length, got \[1, 2\]"),
+    ):
+        with pytest.raises(error, match=message):
+            attribution.attribute(x, target=target)
+    assert counting.calls == 0
+
+
+def test_targets_out_of_range_are_refused_naming_the_valid_range(model, x):
+    attribution = DRSAAttribution(model, LAYER, BASIS, composite=EpsilonPlus())
+    valid = r"output axis 1 of size 3: valid indices are 0\.\.2 \(or -3\.\.-1 counting"
+    for target, index in (
+        (3, 3),
+        (-4, -4),
+        ((3,), 3),
+        (torch.tensor(5), 5),
+        (torch.tensor([0, 3, 1]), 3),
+        ([0, 1, 7], 7),
+        ([(0,), (9,), (1,)], 9),
+    ):
+        with pytest.raises(ValueError, match=rf"target index {index} is out of range for {valid}"):
+            attribution.attribute(x, target=target, concept=0)
+    with pytest.raises(ValueError, match=r"one entry per sample \(3\), got 2"):
+        attribution.attribute(x, target=[1, 1])
+    with pytest.raises(ValueError, match=r"indexes 2 output axes .* \(3, 3\) has 1"):
+        attribution.attribute(x, target=(0, 1))
+    layer_attribution = LayerDRSAAttribution(model, LAYER, BASIS, composite=EpsilonPlus())
+    with pytest.raises(ValueError, match=rf"target index 3 is out of range for {valid}"):
+        layer_attribution.attribute(x, target=3)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_propagation_is_chosen_by_argument_and_both_strategies_agree(model, x):
+    maps = {
+        propagation: DRSAAttribution(
+            model, LAYER, BASIS, composite=EpsilonPlus(), propagation=propagation
+        ).attribute(x, target=[2, 0, 1], concept=[0, "residual"])
+        for propagation in ("auto", "chain", "generic")
+    }
+    torch.testing.assert_close(maps["auto"], maps["chain"], rtol=0, atol=0)
+    assert relative_error(maps["chain"], maps["generic"]) <= 1e-5
+    with pytest.raises(ValueError, match=r"propagation must be one of \('auto', 'chain'"):
+        DRSAAttribution(model, LAYER, BASIS, composite=EpsilonPlus(), propagation="fast")
+
+
+def test_the_adapter_imports_only_public_captum_modules():
+    source = Path(zennit_drsa._captum.__file__).read_text(encoding="utf-8")
+    modules = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    captum = {module for module in modules if module and module.split(".")[0] == "captum"}
+    assert captum and not [m for m in captum if any(p.startswith("_") for p in m.split("."))]
 
 
 def test_tuple_inputs_and_additional_forward_args():
@@ -157,6 +256,10 @@ def test_tuple_inputs_and_additional_forward_args():
     total = sum(m.flatten(1).sum(1) for m in maps)
     output = model(first, second, 2.0).detach()
     torch.testing.assert_close(delta, output[:, 1] - total)
+    # A chain starts from one input: "auto" takes the generic path, "chain" says why not.
+    chain = DRSAAttribution(model, "body.4", BASIS, composite=EpsilonPlus(), propagation="chain")
+    with pytest.raises(ValueError, match="the model takes 2 inputs; a chain starts from one"):
+        chain.attribute((first, second), target=1, additional_forward_args=2.0)
 
 
 def test_runs_under_no_grad_and_inside_captum_tools(model, x):

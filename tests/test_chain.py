@@ -1,4 +1,8 @@
-"""The chain path of concept maps: found only for plain chains, and equal to the generic path."""
+"""The propagation strategies below the layer, chosen by ``propagation``.
+
+The chain path is found only for plain chains (else the reason is named) and equals the
+generic path; "auto" takes the chain path where it applies.
+"""
 
 from __future__ import annotations
 
@@ -115,24 +119,29 @@ def test_chain_path_equals_the_generic_path(case, blocks, monkeypatch):
     x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(2))
     with LayerContext(model, make_composite(model), layer, record_chain=True) as context:
         context.forward(x)
-        links = context.chain()
-        assert links is not None
+        links = context.require_chain()
         # Blocks of two samples at the layer, split again further down where maps grow.
         budget = (len(sizes) + 1) * links[0].input[:1].nbytes * 2
         context.clear()
     if blocks == "nested":
         monkeypatch.setattr(chain_module, "BLOCK_BYTES", budget)
     for chunk_size in (None, 2):
-        with DRSAAttributor(model, make_composite(model), layer, basis, chunk_size=chunk_size) as a:
-            fast = a.explain(x, target=1)
-        with monkeypatch.context() as generic:
-            generic.setattr(LayerContext, "chain", lambda self: None)
-            with DRSAAttributor(model, make_composite(model), layer, basis) as attributor:
-                slow = attributor.explain(x, target=1)
-        assert fast.heatmaps.shape == slow.heatmaps.shape == (5, len(sizes) + 1, *shape)
+        maps = {}
+        for propagation in ("chain", "generic"):
+            with DRSAAttributor(
+                model,
+                make_composite(model),
+                layer,
+                basis,
+                chunk_size=chunk_size,
+                propagation=propagation,
+            ) as attributor:
+                maps[propagation] = attributor.explain(x, target=1).heatmaps
+        fast, slow = maps["chain"], maps["generic"]
+        assert fast.shape == slow.shape == (5, len(sizes) + 1, *shape)
         for k in range(len(sizes) + 1):
-            error = (fast.heatmaps[:, k] - slow.heatmaps[:, k]).norm()
-            assert error <= 1e-5 * slow.heatmaps[:, k].norm()
+            error = (fast[:, k] - slow[:, k]).norm()
+            assert error <= 1e-5 * slow[:, k].norm()
 
 
 def _chain(model: nn.Module, composite, layer: str, x, **kwargs):
@@ -144,17 +153,28 @@ def _chain(model: nn.Module, composite, layer: str, x, **kwargs):
     return links
 
 
+def _chain_break(model: nn.Module, composite, layer: str, *inputs) -> str:
+    """The reason why the modules below the layer are not a chain."""
+    with LayerContext(model, composite, layer, context="ratio", record_chain=True) as context:
+        context.forward(inputs if len(inputs) > 1 else inputs[0])
+        with pytest.raises(chain_module.NotAChainError) as error:
+            context.require_chain()
+        context.clear()
+    return str(error.value)
+
+
 class Doubling(nn.Module):
-    """Two convolutions with a functional operation between them."""
+    """Two convolutions with a functional operation between them, then a dense head."""
 
     def __init__(self) -> None:
         super().__init__()
         self.first = nn.Conv2d(1, 4, 3, padding=1)
         self.second = nn.Conv2d(4, 4, 3, padding=1)
         self.relu = nn.ReLU()
+        self.head = nn.Linear(4 * 6 * 4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.second(2 * self.first(x))).flatten(1).sum(1, keepdim=True)
+        return self.head(self.relu(self.second(2 * self.first(x))).flatten(1))
 
 
 def _sequential(inplace: bool) -> nn.Sequential:
@@ -170,28 +190,84 @@ def _sequential(inplace: bool) -> nn.Sequential:
     )
 
 
-def test_chain_is_found_only_for_plain_chains():
+class TwoInputs(nn.Module):
+    """A chain whose input is the sum of two model inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _sequential(False)
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return self.body(first + second)
+
+
+def _convolutions() -> LayerMapComposite:
+    """ε on convolutions and dense layers, no rule on activations."""
+    return LayerMapComposite([(Convolution, Epsilon()), (nn.Linear, Epsilon())])
+
+
+def _maps(model, composite, layer, basis, x, propagation) -> torch.Tensor:
+    with DRSAAttributor(model, composite, layer, basis, propagation=propagation) as attributor:
+        return attributor.explain(x, target=0).heatmaps
+
+
+def _autograd_reaches_input(model, composite, layer, basis, x, propagation) -> bool:
+    """Whether autograd carried the maps to the input: the generic path does, the chain not."""
+    x = x.clone().requires_grad_()
+    reached = []
+    x.register_hook(lambda grad: reached.append(True))
+    _maps(model, composite, layer, basis, x, propagation)
+    return bool(reached)
+
+
+def test_chain_is_found_only_for_plain_chains_and_otherwise_named_what_breaks_it():
     x = torch.randn(2, 1, 6, 4)
-    convolutions = LayerMapComposite([(Convolution, Epsilon()), (nn.Linear, Epsilon())])
+    convolutions = _convolutions()
 
     links = _chain(_sequential(False), EpsilonPlus(), "3", x, record_chain=True)
     assert [type(link.module) for link in links] == [nn.ReLU, nn.Conv2d, nn.ReLU, nn.Conv2d]
     assert links[-1].input.shape == x.shape
     # Not recorded unless asked for.
     assert _chain(_sequential(False), EpsilonPlus(), "3", x) is None
+    with LayerContext(_sequential(False), EpsilonPlus(), "3") as context:
+        context.forward(x)
+        with pytest.raises(RuntimeError, match="record_chain=True"):
+            context.require_chain()
+        context.clear()
     # An in-place module without a rule overwrote its input.
     assert _chain(_sequential(True), convolutions, "3", x, record_chain=True) is None
+    assert "in-place operation changed the input or output of module '1'" in _chain_break(
+        _sequential(True), convolutions, "3", x
+    )
     # A hook other than a BasicHook rule or Pass.
     guided = LayerMapComposite([(nn.ReLU, ReLUGuidedBackprop()), (Convolution, Epsilon())])
     assert _chain(_sequential(False), guided, "3", x, record_chain=True) is None
+    assert "module '3' has a Zennit hook of type ReLUGuidedBackprop" in _chain_break(
+        _sequential(False), guided, "3", x
+    )
     # A functional operation between two modules.
     assert _chain(_init(Doubling()), convolutions, "relu", x, record_chain=True) is None
+    assert "the input of module 'second' is not the output of a module" in _chain_break(
+        _init(Doubling()), convolutions, "relu", x
+    )
     # A hook of someone else's, which may change what flows through the module.
     model = _sequential(False)
     handle = model[0].register_forward_hook(lambda module, args, output: 2 * output)
     assert _chain(model, EpsilonPlus(), "3", x, record_chain=True) is None
+    assert "module '0' carries a hook that is not Zennit's" in _chain_break(
+        model, EpsilonPlus(), "3", x
+    )
     handle.remove()
     assert _chain(model, EpsilonPlus(), "3", x, record_chain=True) is not None
+    # A module the chain path does not support, and a model with two inputs.
+    unsupported = _sequential(False)
+    unsupported[1] = nn.Tanh().eval()
+    assert "module '1' is a Tanh; the chain path takes convolution, linear" in _chain_break(
+        unsupported, EpsilonPlus(), "3", x
+    )
+    assert "the model takes 2 inputs" in _chain_break(
+        TwoInputs().eval(), EpsilonPlus(), "body.3", x, x
+    )
 
 
 @pytest.mark.zennit
@@ -205,5 +281,53 @@ def test_resnet_blocks_below_the_layer_take_the_generic_path():
 
     # Skip connections in layer1 lie below layer2.0; none lie below the stem.
     assert _chain(model, composite(), "layer2.0", x, record_chain=True) is None
+    # The canonizer sums the skip connection in a module of its own.
+    assert "module 'layer2.0.canonizer_sum' is a Sum" in _chain_break(
+        model, composite(), "layer2.0", x
+    )
     stem = _chain(model, composite(), "maxpool", x, record_chain=True)
     assert stem is not None and len(stem) == 4
+    block = (model, composite(), "layer2.0", Basis(128, [16, 16]), x)
+    assert _autograd_reaches_input(*block, "auto")
+    with pytest.raises(ValueError, match="propagation='chain' needs"):
+        _maps(*block, "chain")
+
+
+def test_auto_propagation_takes_the_chain_path_where_it_applies_and_generic_elsewhere():
+    x = torch.randn(2, 1, 6, 4, generator=torch.Generator().manual_seed(4))
+    basis = Basis(4, [2, 1])
+    chain = (_sequential(False), EpsilonPlus(), "3", basis, x)
+    assert not _autograd_reaches_input(*chain, "chain")
+    assert _autograd_reaches_input(*chain, "generic")
+    assert not _autograd_reaches_input(*chain, "auto")
+    torch.testing.assert_close(_maps(*chain, "auto"), _maps(*chain, "chain"), rtol=0, atol=0)
+    not_chain = (_init(Doubling()), _convolutions(), "relu", basis, x)
+    assert _autograd_reaches_input(*not_chain, "auto")
+    torch.testing.assert_close(
+        _maps(*not_chain, "auto"), _maps(*not_chain, "generic"), rtol=0, atol=0
+    )
+
+
+def test_chain_propagation_refuses_a_model_that_is_not_a_chain_and_says_why():
+    x = torch.randn(2, 1, 6, 4)
+    model = _init(Doubling())
+    with DRSAAttributor(model, _convolutions(), "relu", Basis(4, [2]), propagation="chain") as a:
+        with pytest.raises(
+            ValueError,
+            match=r"propagation='chain' needs the modules from the model input to layer 'relu' "
+            r"to form a plain chain, but the input of module 'second' is not the output of a "
+            r"module.*pass propagation='auto' .* or 'generic'",
+        ):
+            a.explain(x, target=0)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+@pytest.mark.parametrize("propagation", ["fast", "Chain", None, 1])
+def test_unknown_propagation_is_refused_with_the_allowed_values(propagation):
+    with pytest.raises(
+        ValueError, match=r"propagation must be one of \('auto', 'chain', 'generic'\)"
+    ):
+        DRSAAttributor(
+            _sequential(False), EpsilonPlus(), "3", Basis(4, [2]), propagation=propagation
+        )

@@ -3,24 +3,24 @@
 Both classes register the Zennit composite for each ``attribute`` call and remove it after,
 so the model is left bare between calls (as Captum's own ``LRP`` does with its rules). The
 relevance placed on the output is the selected output value, as in ``captum.attr.LRP``, so
-a standard map sums to the target score up to what the rules absorb.
+a standard map sums to the target score up to what the rules absorb. The propagation is
+:meth:`DRSAAttributor.propagate <zennit_drsa.attribution.DRSAAttributor.propagate>`; only
+Captum's public modules are used.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
-from captum._utils.common import _select_targets
-from captum._utils.typing import TargetType
 from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import nn
 from zennit.core import Composite
 
-from ._propagation import Propagation, check_input, propagate
+from ._propagation import Propagation, PropagationMode
 from ._subspaces import classes_from_attr_output
 from .attribution import DRSAAttributor
 from .composites import reference_composite
@@ -31,6 +31,13 @@ __all__ = ["DRSAAttribution", "LayerDRSAAttribution"]
 Concept = int | str | Sequence[int | str] | None
 """A subspace index, ``"residual"``, a sequence of these, or ``None`` (everything)."""
 RESIDUAL = "residual"
+
+CaptumTarget: TypeAlias = (
+    int | tuple[int, ...] | torch.Tensor | list[int] | list[tuple[int, ...]] | None
+)
+"""Captum's target forms: the output index (after the batch axis) explained for every sample
+(an int, a tuple of ints, a one-element tensor), one per sample (a ``(B,)`` tensor, a list of
+ints or of tuples), or ``None`` for the whole output (one value per sample)."""
 
 
 class DRSAAttribution(GradientAttribution):
@@ -49,8 +56,9 @@ class DRSAAttribution(GradientAttribution):
     composite:
         Zennit composite with the LRP rules; ``None`` builds
         :func:`~zennit_drsa.composites.reference_composite` for ``model``.
-    chunk_size, context:
-        As for :class:`~zennit_drsa.attribution.DRSAAttributor`.
+    chunk_size, context, propagation:
+        As for :class:`~zennit_drsa.attribution.DRSAAttributor`: ``propagation`` is
+        ``"auto"`` (default), ``"chain"`` or ``"generic"``.
 
     Examples
     --------
@@ -69,6 +77,7 @@ class DRSAAttribution(GradientAttribution):
         *,
         chunk_size: int | None = 8,
         context: ContextMode = "exact",
+        propagation: PropagationMode = "auto",
     ) -> None:
         GradientAttribution.__init__(self, model)
         self.attributor = DRSAAttributor(
@@ -78,6 +87,7 @@ class DRSAAttribution(GradientAttribution):
             subspaces,
             chunk_size=chunk_size,
             context=context,
+            propagation=propagation,
         )
 
     @property
@@ -93,7 +103,7 @@ class DRSAAttribution(GradientAttribution):
     def attribute(
         self,
         inputs: torch.Tensor | tuple[torch.Tensor, ...],
-        target: TargetType = None,
+        target: CaptumTarget = None,
         additional_forward_args: Any = None,
         concept: Concept = None,
         return_convergence_delta: bool = False,
@@ -106,7 +116,8 @@ class DRSAAttribution(GradientAttribution):
             Model input ``(B, ...)``, or a tuple of tensors for a model taking several.
         target:
             Any Captum target form (int, tuple, tensor, list of ints or tuples, ``None`` for
-            one output per sample); the selected output values are explained.
+            one output per sample); the selected output values are explained. Negative
+            indices count from the end, as in Python.
         additional_forward_args:
             Further arguments of the model's forward (a tuple, or one non-tuple value).
         concept:
@@ -123,19 +134,20 @@ class DRSAAttribution(GradientAttribution):
         -------
         attributions, or (attributions, delta)
             A tensor shaped like ``inputs`` (a tuple of them for tuple inputs).
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a target of an unsupported form (before the forward pass) or out of range
+            (naming the valid range; before any backward pass), and as for
+            :meth:`DRSAAttributor.propagate <zennit_drsa.attribution.DRSAAttributor.propagate>`.
         """
-        is_tuple = isinstance(inputs, tuple)
-        input_tuple = inputs if is_tuple else (inputs,)
-        if not input_tuple:
-            raise ValueError("inputs is an empty tuple; pass at least one input tensor")
-        for x in input_tuple:
-            check_input(x)
         weights = _concept_weights(concept, self.attributor.subspaces.n_subspaces)
-        result = _run(self.attributor, input_tuple, additional_forward_args, target, weights)
+        result = _run(self.attributor, inputs, additional_forward_args, target, weights[None])
         maps = tuple(heatmap[:, 0] for heatmap in result.heatmaps)
         if concept is None and result.bypass is not None:
             maps = tuple(m + bypass for m, bypass in zip(maps, result.bypass, strict=True))
-        attributions = maps if is_tuple else maps[0]
+        attributions = maps if isinstance(inputs, tuple) else maps[0]
         if not return_convergence_delta:
             return attributions
         if concept is None:
@@ -170,6 +182,8 @@ class LayerDRSAAttribution(LayerAttribution, GradientAttribution):
             layer,
             subspaces,
             context=context,
+            # No map goes below the layer, so no strategy needs the modules' calls recorded.
+            propagation="generic",
         )
 
     def has_convergence_delta(self) -> bool:
@@ -180,7 +194,7 @@ class LayerDRSAAttribution(LayerAttribution, GradientAttribution):
     def attribute(
         self,
         inputs: torch.Tensor | tuple[torch.Tensor, ...],
-        target: TargetType = None,
+        target: CaptumTarget = None,
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
     ) -> Any:
@@ -198,15 +212,15 @@ class LayerDRSAAttribution(LayerAttribution, GradientAttribution):
         -------
         relevance, or (relevance, delta)
             ``(B, K + 1)`` subspace relevances, then the residual.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As for :meth:`DRSAAttribution.attribute`.
         """
-        input_tuple = inputs if isinstance(inputs, tuple) else (inputs,)
-        if not input_tuple:
-            raise ValueError("inputs is an empty tuple; pass at least one input tensor")
-        for x in input_tuple:
-            check_input(x)
         n_columns = self.attributor.subspaces.n_subspaces + 1
         no_maps = torch.zeros(0, n_columns)
-        result = _run(self.attributor, input_tuple, additional_forward_args, target, no_maps)
+        result = _run(self.attributor, inputs, additional_forward_args, target, no_maps)
         relevance = result.layer_relevance
         if not return_convergence_delta:
             return relevance
@@ -216,46 +230,136 @@ class LayerDRSAAttribution(LayerAttribution, GradientAttribution):
 
 def _run(
     attributor: DRSAAttributor,
-    inputs: tuple[torch.Tensor, ...],
+    inputs: torch.Tensor | tuple[torch.Tensor, ...],
     additional_forward_args: Any,
-    target: TargetType,
-    weights: torch.Tensor,
+    target: CaptumTarget,
+    mixing: torch.Tensor,
 ) -> Propagation:
-    """One forward pass and the propagation of the weighted concept relevances."""
+    """The attributor's propagation of ``(M, K + 1)`` mixtures of the concept relevances.
+
+    LRP starts from the output values that Captum's ``target`` selects; the target's form is
+    checked before the model runs.
+    """
+    indices = _target_indices(target)
     if additional_forward_args is None:
         forward_args = ()
     elif isinstance(additional_forward_args, tuple):
         forward_args = additional_forward_args
     else:
         forward_args = (additional_forward_args,)
-    with attributor:
-        layer = attributor.layer_context
-        try:
-            # Captum metrics and NoiseTunnel call attribute under torch.no_grad().
-            with torch.enable_grad():
-                output = layer.forward(inputs, *forward_args)
-                mask = _target_mask(output.detach(), target)
-                classes = classes_from_attr_output(mask) if attributor.subspaces.per_class else None
-                return propagate(
-                    layer,
-                    output,
-                    output.detach() * mask,
-                    attributor.subspaces,
-                    mixing=weights.reshape(-1, weights.shape[-1]),
-                    classes=classes,
-                    chunk_size=attributor.chunk_size,
+    return attributor.propagate(
+        inputs,
+        lambda output: output * _target_mask(output, indices),
+        forward_args=forward_args,
+        mixing=mixing,
+        # From the mask, not the relevance: a selected output may be exactly zero.
+        classes=lambda output: classes_from_attr_output(_target_mask(output, indices)),
+    )
+
+
+def _target_indices(target: CaptumTarget) -> torch.Tensor | None:
+    """Captum's ``target`` as int64 indices into the output's axes after the batch axis.
+
+    Returns
+    -------
+    torch.Tensor or None
+        ``(k,)``: the same ``k`` indices for every sample; ``(n, k)``: indices per sample;
+        ``None``: the whole output.
+
+    Raises
+    ------
+    TypeError
+        For a target of no Captum form (bools, floats, strings, mixed lists).
+    ValueError
+        For a tensor of another shape than one index or ``(n,)``, an empty list, or a list
+        of tuples of different lengths.
+    """
+    if target is None:
+        return None
+    forms = (
+        "pass an int, a tuple of ints, a tensor (one index, or one per sample), a list of ints "
+        "or of tuples of ints (one per sample), or None"
+    )
+    if _is_index(target):
+        return torch.tensor([int(target)])
+    if isinstance(target, tuple):
+        if not all(_is_index(index) for index in target):
+            raise TypeError(f"a tuple target must hold ints, got {target!r}; {forms}")
+        return torch.tensor([int(index) for index in target], dtype=torch.long)
+    if isinstance(target, torch.Tensor):
+        if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+            raise TypeError(f"a tensor target must hold integer indices, got {target.dtype}")
+        if target.numel() == 1:
+            return target.detach().reshape(1).long().cpu()
+        if target.dim() != 1:
+            raise ValueError(
+                "a tensor target holds one index, or one per sample (shape (B,)), got shape "
+                f"{tuple(target.shape)}"
+            )
+        return target.detach().long().cpu().reshape(-1, 1)
+    if isinstance(target, list):
+        if not target:
+            raise ValueError(f"target is an empty list; {forms}")
+        if all(_is_index(index) for index in target):
+            return torch.tensor([int(index) for index in target]).reshape(-1, 1)
+        if all(isinstance(item, tuple) and all(map(_is_index, item)) for item in target):
+            lengths = sorted({len(item) for item in target})
+            if len(lengths) > 1:
+                raise ValueError(
+                    f"the tuples of a target list must all have the same length, got {lengths}"
                 )
-        finally:
-            layer.clear()
+            rows = [[int(index) for index in item] for item in target]
+            return torch.tensor(rows, dtype=torch.long).reshape(len(target), lengths[0])
+    raise TypeError(f"unsupported target {target!r}; {forms}")
 
 
-def _target_mask(output: torch.Tensor, target: TargetType) -> torch.Tensor:
-    """0/1 tensor of the output's shape marking the outputs Captum's ``target`` selects."""
-    probe = output.detach().requires_grad_()
-    with torch.enable_grad():
-        # Captum's own selection, so that every target form means what it means in Captum.
-        selected = _select_targets(probe, target)
-        (mask,) = torch.autograd.grad(selected.sum(), probe)
+def _is_index(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _target_mask(output: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor:
+    """0/1 tensor of the output's shape marking the outputs that ``indices`` select.
+
+    Parameters
+    ----------
+    output:
+        Model output ``(B, ...)``.
+    indices:
+        From :func:`_target_indices`: ``(k,)``, ``(B, k)`` or ``None``.
+
+    Raises
+    ------
+    ValueError
+        For per-sample indices not matching the batch, more indices than output axes, or an
+        index out of range (the message names the valid range).
+    """
+    if indices is None:
+        return torch.ones_like(output)
+    n_samples = output.shape[0]
+    if indices.dim() == 2 and len(indices) != n_samples:
+        raise ValueError(
+            f"a per-sample target needs one entry per sample ({n_samples}), got {len(indices)}"
+        )
+    n_axes = indices.shape[-1]
+    if n_axes > output.dim() - 1:
+        raise ValueError(
+            f"the target indexes {n_axes} output axes after the batch axis, but the output "
+            f"{tuple(output.shape)} has {output.dim() - 1}"
+        )
+    columns = []
+    for axis in range(n_axes):
+        size = output.shape[1 + axis]
+        column = indices[..., axis]
+        outside = (column < -size) | (column >= size)
+        if outside.any():
+            raise ValueError(
+                f"target index {int(column[outside][0])} is out of range for output axis "
+                f"{1 + axis} of size {size}: valid indices are 0..{size - 1} (or -{size}..-1 "
+                "counting from the end)"
+            )
+        columns.append((column % size).to(output.device).expand(n_samples))
+    mask = torch.zeros_like(output)
+    mask[(torch.arange(n_samples, device=output.device), *columns)] = 1
     return mask
 
 

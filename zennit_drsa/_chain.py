@@ -30,7 +30,9 @@ module (convolution, linear, pooling, ReLU, flatten, dropout, identity, batch no
 supported Zennit hook (any ``BasicHook``, ``Pass``, or none) and no hook of anyone else,
 taking one tensor, unchanged since, until the model input is reached. Anything else (a skip
 connection below the layer, a functional operation between modules, several model inputs,
-other hooks) leaves the generic path in charge.
+other hooks) is not a chain: :meth:`ChainRecorder.links` raises :class:`NotAChainError`
+naming what breaks it, and ``propagation="auto"`` (see :mod:`zennit_drsa._propagation`) takes
+the generic path instead.
 
 On the CPU, large folded batches are split into blocks of samples that are carried through
 the rest of the chain one after the other (:data:`BLOCK_BYTES`).
@@ -49,7 +51,7 @@ from torch.nn import functional as F
 from zennit.core import BasicHook, Hook, ParamMod
 from zennit.rules import Pass
 
-__all__ = ["BLOCK_BYTES", "ChainRecorder", "Link", "propagate_chain"]
+__all__ = ["BLOCK_BYTES", "ChainRecorder", "Link", "NotAChainError", "propagate_chain"]
 
 BLOCK_BYTES = 32 * 2**20
 """On the CPU, a step whose folded gradients ``(M, b, ...)`` would exceed this many bytes runs
@@ -87,6 +89,10 @@ _FOLDABLE: tuple[type[nn.Module], ...] = (
 )
 """Module types a chain may hold: functions of their one input and their own parameters, which
 treat samples independently in eval mode, and which :func:`torch.func.vjp` handles."""
+# The kinds of _FOLDABLE in words, for the message that refuses another module.
+_FOLDABLE_KINDS = (
+    "convolution, linear, pooling, ReLU, LeakyReLU, flatten, dropout, identity and batch norm"
+)
 
 _CONVOLUTIONS: dict[type[nn.Module], Callable[..., torch.Tensor]] = {
     nn.Conv1d: torch.nn.grad.conv1d_input,
@@ -104,6 +110,13 @@ _MAX_POOLS: dict[type[nn.Module], Callable[..., Any]] = {
 Step = Callable[[torch.Tensor, slice], torch.Tensor]
 # A backward pass of one modified forward: (M, b, *output.shape[1:]) -> (M, b, *input.shape[1:]).
 Backward = Callable[[torch.Tensor], torch.Tensor]
+
+
+class NotAChainError(ValueError):
+    """The modules from the model input to the layer are not a chain :func:`propagate_chain` takes.
+
+    The message says what breaks the chain (a module, an operation between modules, a hook).
+    """
 
 
 @dataclass(frozen=True)
@@ -195,9 +208,13 @@ class ChainRecorder:
                 call.output_version = output._version
 
     def links(
-        self, model_input: torch.Tensor, hooks: dict[nn.Module, Hook], observer: object
-    ) -> tuple[Link, ...] | None:
-        """The chain from ``model_input`` to the layer, layer end first; ``None`` if none.
+        self,
+        model_input: torch.Tensor,
+        hooks: dict[nn.Module, Hook],
+        observer: object,
+        names: dict[nn.Module, str],
+    ) -> tuple[Link, ...]:
+        """The chain from ``model_input`` to the layer, layer end first.
 
         Parameters
         ----------
@@ -207,24 +224,42 @@ class ChainRecorder:
             The Zennit hook of each module that has one.
         observer:
             The owner of the other module hooks that may be present (they must not change
-            inputs or outputs). Any other module hook might, so it leaves the chain path out.
+            inputs or outputs). Any other module hook might, so it breaks the chain.
+        names:
+            The name of each module in the model, for the error message.
+
+        Raises
+        ------
+        NotAChainError
+            Naming the module or the operation that breaks the chain.
         """
         target = self._layer_output
         index = len(self._calls)
         chain = []
+        consumer = "the layer"
         while target is not model_input:
             index = next(
                 (i for i in range(index - 1, -1, -1) if self._calls[i].output is target), -1
             )
             if index < 0:
-                return None
+                raise NotAChainError(
+                    f"the input of {consumer} is not the output of a module: a functional "
+                    "operation (such as `2 * x`, `x + y` or `torch.cat` in a forward method) or a "
+                    "skip connection lies between the model input and the layer"
+                )
             call = self._calls[index]
-            link = _link(call, hooks.get(call.module))
-            if link is None or not _known_hooks(call.module, (self, observer)):
-                return None
-            chain.append(link)
+            name = repr(names.get(call.module, type(call.module).__name__))
+            chain.append(_link(call, hooks.get(call.module), name))
+            if not _known_hooks(call.module, (self, observer)):
+                raise NotAChainError(
+                    f"module {name} carries a hook that is not Zennit's, which may change what "
+                    "flows through it"
+                )
             target = call.input
-        return tuple(chain) if chain else None
+            consumer = f"module {name}"
+        if not chain:
+            raise NotAChainError("the layer's output is the model input itself")
+        return tuple(chain)
 
 
 def _known_hooks(module: nn.Module, owners: tuple[object, ...]) -> bool:
@@ -242,24 +277,43 @@ def _known_hooks(module: nn.Module, owners: tuple[object, ...]) -> bool:
     return True
 
 
-def _link(call: _Call, hook: Hook | None) -> Link | None:
-    """The call as a chain link, or ``None`` if the chain path cannot take it."""
+def _link(call: _Call, hook: Hook | None, name: str) -> Link:
+    """The call of the module called ``name`` as a chain link.
+
+    Raises
+    ------
+    NotAChainError
+        If the chain path cannot take the call, saying why.
+    """
     x, output = call.input, call.output
-    if (
-        x is None
-        or not isinstance(output, torch.Tensor)
-        or not isinstance(call.module, _FOLDABLE)
-        or x._version != call.input_version
-        or output._version != call.output_version
-    ):
-        return None
+    if x is None:
+        raise NotAChainError(
+            f"module {name} was not called with exactly one tensor (and no keyword arguments)"
+        )
+    if not isinstance(output, torch.Tensor):
+        raise NotAChainError(f"module {name} does not return one tensor")
+    if not isinstance(call.module, _FOLDABLE):
+        raise NotAChainError(
+            f"module {name} is a {type(call.module).__name__}; the chain path takes "
+            f"{_FOLDABLE_KINDS} modules only"
+        )
+    if x._version != call.input_version or output._version != call.output_version:
+        raise NotAChainError(
+            f"an in-place operation changed the input or output of module {name} after its call "
+            "(e.g. ReLU(inplace=True))"
+        )
     if hook is not None and not hook.active:
         hook = None
     if hook is None or isinstance(hook, BasicHook):
         return Link(call.module, hook, x)
-    if isinstance(hook, Pass) and output.shape == x.shape:
-        return Link(call.module, hook, x)
-    return None
+    if not isinstance(hook, Pass):
+        raise NotAChainError(
+            f"module {name} has a Zennit hook of type {type(hook).__name__}, which is neither an "
+            "LRP rule (BasicHook) nor Pass"
+        )
+    if output.shape != x.shape:
+        raise NotAChainError(f"module {name} has the Pass rule but changes the shape of its input")
+    return Link(call.module, hook, x)
 
 
 def propagate_chain(

@@ -3,32 +3,60 @@
 After :meth:`LayerContext.forward <zennit_drsa.context.LayerContext.forward>` and one backward
 pass from the output to the layer (activation ``a``, context ``c``), the relevance of every
 subspace and of the residual, ``a ⊙ (P_k c)``, is placed at the layer and propagated to the
-input for all maps together. When the modules below the layer form a plain chain (CNNs such
-as ``AudioCNN`` and VGG), :func:`~zennit_drsa._chain.propagate_chain` does it with the maps
-folded into the batch; otherwise one call of ``torch.autograd.grad(..., is_grads_batched=True)``
-vectorises the backward pass over the maps, through Zennit's rule hooks (slower: it loops over
-the maps for convolutions and pooling). Chunks of ``chunk_size`` maps bound the memory. LRP
-below the layer is linear in the relevance placed there (the stabilisers are fixed by the
-forward pass), so the maps sum to the LRP heatmap of ``a ⊙ c``.
+input for all maps together. LRP below the layer is linear in the relevance placed there (the
+stabilisers are fixed by the forward pass), so the maps sum to the LRP heatmap of ``a ⊙ c``.
+Chunks of ``chunk_size`` maps bound the memory.
 
-When a skip connection bypasses the layer, the relevance that never passes through it is
-propagated too (one more backward pass from the output, with the layer's gradient zeroed) and
-returned separately.
+Two strategies propagate the maps below the layer, chosen by one argument, ``propagation``:
+
+``"chain"``
+    :func:`~zennit_drsa._chain.propagate_chain`, with the maps folded into the batch. Only
+    for modules below the layer that form a plain chain (CNNs such as ``AudioCNN`` and VGG);
+    any other model is refused with the reason.
+``"generic"``
+    One call of ``torch.autograd.grad(..., is_grads_batched=True)``, which vectorises the
+    backward pass over the maps through Zennit's rule hooks: any model, but slower (it loops
+    over the maps for convolutions and pooling).
+``"auto"`` (the default)
+    ``"chain"`` where the modules below the layer form a plain chain, else ``"generic"``.
+
+Both give the same maps up to rounding. When a skip connection bypasses the layer, the
+relevance that never passes through it is propagated too (one more backward pass from the
+output, with the layer's gradient zeroed) and returned separately.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import torch
 
-from ._chain import propagate_chain
+from ._chain import Link, NotAChainError, propagate_chain
 from ._subspaces import ConceptSubspaces, classes_from_attr_output
 from .context import LayerContext
 
-__all__ = ["Propagation", "check_chunk_size", "check_input", "propagate"]
+__all__ = [
+    "PROPAGATIONS",
+    "Propagation",
+    "PropagationMode",
+    "Strategy",
+    "check_chunk_size",
+    "check_input",
+    "check_propagation",
+    "propagate",
+    "select_strategy",
+]
+
+PropagationMode: TypeAlias = Literal["auto", "chain", "generic"]
+PROPAGATIONS: tuple[str, ...] = ("auto", "chain", "generic")
+
+Strategy: TypeAlias = Callable[[torch.Tensor, int | None], tuple[torch.Tensor, ...]]
+"""A propagation below the layer: ``(M, *activation.shape)`` relevances placed at the layer
+and a chunk size (most maps propagated together, ``None``: all) to one
+``(B, M, *input.shape[1:])`` tensor of maps per model input."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +99,16 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
     return chunk_size
 
 
+def check_propagation(propagation: Any) -> PropagationMode:
+    """Return ``propagation`` if it is one of :data:`PROPAGATIONS`; raise ``ValueError`` else."""
+    if not isinstance(propagation, str) or propagation not in PROPAGATIONS:
+        raise ValueError(
+            f"propagation must be one of {PROPAGATIONS} (auto: the fast chain path where the "
+            f"modules below the layer form a plain chain, else generic), got {propagation!r}"
+        )
+    return propagation
+
+
 def check_input(input: Any) -> None:
     """Raise unless ``input`` is a finite floating-point tensor ``(B, ...)`` with ``B ≥ 1``."""
     if not isinstance(input, torch.Tensor):
@@ -98,6 +136,7 @@ def propagate(
     mixing: torch.Tensor | None = None,
     classes: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    propagation: PropagationMode = "auto",
 ) -> Propagation:
     """Concept relevances at the layer and their heatmaps, after ``layer.forward``.
 
@@ -121,13 +160,24 @@ def propagate(
         non-zero entry of each row of ``attr_output``.
     chunk_size:
         Most maps propagated together in one batched backward pass; ``None``: all at once.
+    propagation:
+        ``"auto"``, ``"chain"`` or ``"generic"``: the strategy below the layer (see the module
+        docs and :func:`select_strategy`).
 
     Returns
     -------
     Propagation
         Output, layer relevances ``(B, K + 1)``, the ``M`` heatmaps per input and, for a
         layer bypassed by a skip connection, the bypassing relevance per input.
+
+    Raises
+    ------
+    ValueError
+        For ``propagation="chain"`` when the modules below the layer are not a plain chain,
+        before any backward pass.
     """
+    # Chosen first, so that a refused "chain" costs no backward pass.
+    strategy = select_strategy(layer, propagation)
     if subspaces.per_class and classes is None:
         classes = classes_from_attr_output(attr_output)
     activation = layer.activation
@@ -139,13 +189,9 @@ def propagate(
         relevances = parts
     else:
         relevances = torch.einsum("mk,k...->m...", mixing.to(parts), parts)
+    heatmaps = strategy(relevances, chunk_size)
     inputs = layer.input if isinstance(layer.input, tuple) else (layer.input,)
     bypassed = bool(layer.bypass) and len(relevances) > 0
-    links = layer.chain()
-    if links is not None:
-        heatmaps: tuple[torch.Tensor, ...] = (propagate_chain(links, relevances, chunk_size),)
-    else:
-        heatmaps = _batched_backward(activation, inputs, relevances, chunk_size, keep=bypassed)
     bypass = _bypass(output, attr_output, activation, inputs) if bypassed else None
     if layer.bypass:
         share = ""
@@ -168,6 +214,63 @@ def propagate(
         layer_relevance=layer_relevance,
         bypass=bypass,
         classes=classes,
+    )
+
+
+def select_strategy(layer: LayerContext, propagation: PropagationMode) -> Strategy:
+    """The strategy below the layer that ``propagation`` selects for the last forward pass.
+
+    Parameters
+    ----------
+    layer:
+        An active :class:`LayerContext` after :meth:`~LayerContext.forward`; ``"auto"`` and
+        ``"chain"`` need it created with ``record_chain=True`` (``"auto"`` takes the generic
+        path without).
+    propagation:
+        ``"auto"``: the chain path where the modules from the input to the layer form a plain
+        chain, else the generic one. ``"chain"``: the chain path, or an error. ``"generic"``:
+        autograd's batched backward pass through Zennit's hooks.
+
+    Returns
+    -------
+    Strategy
+        Maps ``(M, *activation.shape)`` relevances (and a chunk size) to the heatmaps.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``propagation``, or for ``"chain"`` when the modules are not a plain
+        chain (the message says why).
+    """
+    check_propagation(propagation)
+    if propagation == "generic":
+        return _generic_strategy(layer)
+    if propagation == "auto":
+        links = layer.chain()
+        return _generic_strategy(layer) if links is None else _chain_strategy(links)
+    try:
+        return _chain_strategy(layer.require_chain())
+    except NotAChainError as error:
+        raise ValueError(
+            f"propagation='chain' needs the modules from the model input to layer "
+            f"{layer.name!r} to form a plain chain, but {error}; pass propagation='auto' (the "
+            "chain path where it applies) or 'generic' (any model)"
+        ) from error
+
+
+def _chain_strategy(links: tuple[Link, ...]) -> Strategy:
+    """The chain path: the maps folded into the batch down ``links`` to the one input."""
+    return lambda relevances, chunk_size: (propagate_chain(links, relevances, chunk_size),)
+
+
+def _generic_strategy(layer: LayerContext) -> Strategy:
+    """The generic path: autograd's batched backward pass from the layer to every input."""
+    inputs = layer.input if isinstance(layer.input, tuple) else (layer.input,)
+    activation = layer.activation
+    # The bypass is propagated after the maps, through the same graph.
+    keep = bool(layer.bypass)
+    return lambda relevances, chunk_size: _batched_backward(
+        activation, inputs, relevances, chunk_size, keep=keep
     )
 
 

@@ -13,7 +13,12 @@ concept relevances at the layer in a :class:`ConceptExplanation`.
 Cost: one forward pass, one backward pass from the output to the layer, and one batched
 backward pass from the layer to the input for all ``K + 1`` maps (see
 :mod:`zennit_drsa._propagation`). The composite's rules are left as they are; the projection
-happens between the two backward passes.
+happens between the two backward passes. ``propagation`` chooses how the maps go below the
+layer: ``"chain"`` folds them into the batch (plain chains of modules such as ``AudioCNN`` and
+VGG), ``"generic"`` takes autograd's batched backward pass (any model), and ``"auto"`` (the
+default) the first where it applies, else the second; both give the same maps up to rounding.
+:meth:`DRSAAttributor.propagate` is the lower-level call behind ``explain`` for adapters
+(several inputs, further forward arguments, mixtures of maps), e.g. the Captum adapter.
 """
 
 from __future__ import annotations
@@ -29,13 +34,22 @@ from zennit.attribution import Attributor, constant
 from zennit.core import Composite
 from zennit.types import BatchNorm
 
-from ._propagation import check_chunk_size, check_input, propagate
+from ._propagation import (
+    PROPAGATIONS,
+    Propagation,
+    PropagationMode,
+    check_chunk_size,
+    check_input,
+    check_propagation,
+)
+from ._propagation import propagate as propagate_from_layer
 from ._subspaces import ConceptSubspaces
 from .context import ContextMode, LayerContext, Target, target_gradient
 
-__all__ = ["ConceptExplanation", "DRSAAttributor"]
+__all__ = ["PROPAGATIONS", "ConceptExplanation", "DRSAAttributor", "Propagation"]
 
 AttrOutput = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+Classes = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,13 @@ class DRSAAttributor(Attributor):
     context:
         ``"exact"`` (default) or ``"ratio"`` context at the layer (see
         :class:`~zennit_drsa.context.LayerContext`); use the mode the subspaces were fit with.
+    propagation:
+        How the maps go from the layer to the input. ``"chain"``: folded into the batch, for
+        a model whose modules below the layer form a plain chain (each takes the previous
+        one's output: ``AudioCNN``, VGG, a ResNet's stem); a call on any other model raises a
+        ``ValueError`` saying why. ``"generic"``: autograd's batched backward pass through
+        Zennit's hooks, for any model (slower for convolutions). ``"auto"`` (default):
+        ``"chain"`` where it applies, else ``"generic"``. The maps agree up to rounding.
 
     Examples
     --------
@@ -146,6 +167,7 @@ class DRSAAttributor(Attributor):
         attr_output: AttrOutput | None = None,
         chunk_size: int | None = 8,
         context: ContextMode = "exact",
+        propagation: PropagationMode = "auto",
     ) -> None:
         if not isinstance(composite, Composite):
             raise TypeError(
@@ -157,8 +179,10 @@ class DRSAAttributor(Attributor):
         self.layer = layer
         self.subspaces = ConceptSubspaces(subspaces)
         self.chunk_size = check_chunk_size(chunk_size)
+        self.propagation = check_propagation(propagation)
+        # Only the chain path needs the modules' calls; recording them hooks every leaf module.
         self.layer_context = LayerContext(
-            model, composite, layer, context=context, record_chain=True
+            model, composite, layer, context=context, record_chain=self.propagation != "generic"
         )
         self._entered = False
 
@@ -197,6 +221,13 @@ class DRSAAttributor(Attributor):
         (output, relevance)
             Model output (detached) and ``(B, K + 1, *input.shape[1:])`` heatmaps.
         """
+        if not self._entered:
+            # Zennit calls forward without entering when the composite is already registered.
+            raise RuntimeError(
+                "the composite is registered on the model but not by this attributor; "
+                "DRSAAttributor registers it itself: remove it and use `with "
+                "DRSAAttributor(...) as attributor:` or call the attributor directly"
+            )
         explanation = self._explain(input, attr_output_fn)
         return explanation.output, explanation.heatmaps
 
@@ -229,8 +260,9 @@ class DRSAAttributor(Attributor):
         Raises
         ------
         ValueError
-            For bad inputs or targets, a model in training mode, an unknown layer, or
-            subspaces of the wrong dimension.
+            For bad inputs or targets, a model in training mode, an unknown layer,
+            subspaces of the wrong dimension, or ``propagation="chain"`` on a model that is
+            not a plain chain below the layer.
         RuntimeError
             If the layer is not reached or runs twice, or a module with a rule runs twice.
         """
@@ -241,45 +273,131 @@ class DRSAAttributor(Attributor):
             def attr_output_fn(output: torch.Tensor) -> torch.Tensor:
                 return target_gradient(target, output)
 
-        elif attr_output is None:
-            attr_output_fn = self.attr_output_fn
-        elif callable(attr_output):
-            attr_output_fn = attr_output
-        else:
-            attr_output_fn = constant(attr_output)
-        if self._entered:
             return self._explain(input, attr_output_fn)
-        with self:
-            return self._explain(input, attr_output_fn)
+        return self._explain(input, attr_output)
 
-    def _explain(
-        self, input: torch.Tensor, attr_output_fn: Callable[[torch.Tensor], torch.Tensor]
-    ) -> ConceptExplanation:
-        if not self._entered:
-            raise RuntimeError(
-                "the composite is registered on the model but not by this attributor; "
-                "DRSAAttributor registers it itself: remove it and use `with "
-                "DRSAAttributor(...) as attributor:` or call the attributor directly"
+    def propagate(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        attr_output: AttrOutput | None = None,
+        *,
+        forward_args: tuple[Any, ...] = (),
+        mixing: torch.Tensor | None = None,
+        classes: Classes | None = None,
+    ) -> Propagation:
+        """Propagate (mixtures of) the concept relevances to the inputs: ``explain``'s passes.
+
+        The lower-level call for adapters (the Captum adapter uses it): models with several
+        inputs or further forward arguments, and maps of weighted sums of concepts. It
+        registers the composite for the call unless the attributor is entered already.
+
+        Parameters
+        ----------
+        inputs:
+            Model input ``(B, ...)``, or a tuple of them for a model taking several (passed as
+            separate positional arguments); finite floating point.
+        attr_output:
+            Relevance placed on the output ``(B, ...)``: a tensor of the output's shape or a
+            callable ``output -> tensor`` (Zennit's convention); ``None``: the attributor's
+            default.
+        forward_args:
+            Further positional arguments of the model's ``forward``, after the inputs; not
+            differentiated.
+        mixing:
+            ``(M, K + 1)`` weights: map ``m`` propagates ``Σ_k mixing[m, k] · a ⊙ (P_k c)``
+            (the last column weighs the residual). ``None``: one map per subspace, then the
+            residual (``M = K + 1``). ``M = 0`` computes the layer relevances only.
+        classes:
+            For per-class subspaces, the class explained for each sample: ``(B,)`` indices,
+            or a callable of the (detached) model output returning them. ``None``: the one
+            non-zero entry of each row of the output relevance. Ignored otherwise.
+
+        Returns
+        -------
+        Propagation
+            Detached output and output relevance, layer relevances ``(B, K + 1)``, one
+            ``(B, M, *input.shape[1:])`` tensor of maps per input, and, for a layer bypassed
+            by a skip connection, the bypassing relevance per input.
+
+        Raises
+        ------
+        ValueError, RuntimeError
+            As for :meth:`explain`; also for ``mixing`` of the wrong shape.
+        """
+        input_tuple = inputs if isinstance(inputs, tuple) else (inputs,)
+        if not input_tuple:
+            raise ValueError("inputs is an empty tuple; pass at least one input tensor")
+        for x in input_tuple:
+            check_input(x)
+        n_columns = self.subspaces.n_subspaces + 1
+        if mixing is not None and (mixing.dim() != 2 or mixing.shape[1] != n_columns):
+            raise ValueError(
+                f"mixing must have shape (M, {n_columns}) (one weight per subspace, then the "
+                f"residual), got {tuple(mixing.shape)}"
             )
-        check_input(input)
-        layer = self.layer_context
-        try:
-            with torch.enable_grad():
-                output = layer.forward(input)
-                attr_output = target_gradient(attr_output_fn, output.detach())
-                result = propagate(
-                    layer, output, attr_output, self.subspaces, chunk_size=self.chunk_size
-                )
-        finally:
-            layer.clear()
+        attr_output_fn = _attr_output_fn(attr_output, self.attr_output_fn)
+        if self._entered:
+            return self._propagate(inputs, attr_output_fn, forward_args, mixing, classes)
+        with self:
+            return self._propagate(inputs, attr_output_fn, forward_args, mixing, classes)
+
+    def _explain(self, input: torch.Tensor, attr_output: AttrOutput | None) -> ConceptExplanation:
+        if isinstance(input, tuple):
+            raise TypeError(
+                "explain takes one input tensor (B, ...); for a model with several inputs, use "
+                "DRSAAttributor.propagate"
+            )
+        result = self.propagate(input, attr_output)
         return ConceptExplanation(
             output=result.output,
             heatmaps=result.heatmaps[0],
             layer_relevance=result.layer_relevance,
-            layer=layer.name,
+            layer=self.layer_context.name,
             bypass=None if result.bypass is None else result.bypass[0],
             classes=result.classes,
         )
+
+    def _propagate(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        attr_output_fn: Callable[[torch.Tensor], torch.Tensor],
+        forward_args: tuple[Any, ...],
+        mixing: torch.Tensor | None,
+        classes: Classes | None,
+    ) -> Propagation:
+        layer = self.layer_context
+        try:
+            # Captum's metrics and NoiseTunnel call their attributions under torch.no_grad().
+            with torch.enable_grad():
+                output = layer.forward(inputs, *forward_args)
+                attr_output = target_gradient(attr_output_fn, output.detach())
+                if not self.subspaces.per_class:
+                    classes = None
+                elif callable(classes):
+                    classes = classes(output.detach())
+                return propagate_from_layer(
+                    layer,
+                    output,
+                    attr_output,
+                    self.subspaces,
+                    mixing=mixing,
+                    classes=classes,
+                    chunk_size=self.chunk_size,
+                    propagation=self.propagation,
+                )
+        finally:
+            layer.clear()
+
+
+def _attr_output_fn(
+    attr_output: AttrOutput | None, default: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``attr_output`` as a function of the output (Zennit's convention); ``None``: default."""
+    if attr_output is None:
+        return default
+    if callable(attr_output):
+        return attr_output
+    return constant(attr_output)
 
 
 def _warn_unmerged_batch_norm(model: nn.Module) -> None:

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from zennit.core import BasicHook, Composite, Hook
 
-from ._chain import ChainRecorder, Link
+from ._chain import ChainRecorder, Link, NotAChainError
 from .layers import check_eval, check_single_call, resolve_layer
 
 __all__ = [
@@ -190,9 +190,11 @@ class LayerContext:
         Largest relative difference ``‖R − a ⊙ c‖ / ‖R‖`` tolerated per batch in exact mode
         before raising; ``None`` disables the check.
     record_chain:
-        Also record the modules' calls up to the layer, so that :meth:`chain` can tell
-        whether they form a plain chain from the input (for the fast propagation of concept
-        maps to the input); off by default, since it hooks every leaf module.
+        Also record the modules' calls up to the layer, so that :meth:`chain` and
+        :meth:`require_chain` can tell whether they form a plain chain from the input (which
+        the ``"chain"`` propagation of concept maps to the input needs; a
+        :class:`~zennit_drsa.attribution.DRSAAttributor` asks for it unless its
+        ``propagation`` is ``"generic"``); off by default, since it hooks every leaf module.
 
     Examples
     --------
@@ -524,16 +526,47 @@ class LayerContext:
         Returns
         -------
         tuple of Link or None
-            The modules from the layer down to the input, each with its Zennit hook and its
-            input, when each takes the previous one's output and nothing else and all are
-            supported by :func:`~zennit_drsa._chain.propagate_chain`; ``None`` otherwise, or
-            without ``record_chain``, or for a model with several inputs.
+            What :meth:`require_chain` returns; ``None`` where it raises, or without
+            ``record_chain`` or a forward pass.
         """
         self._require_active()
-        inputs = self.input if isinstance(self.input, tuple) else (self.input,)
-        if self._recorder is None or len(inputs) != 1 or inputs[0] is None:
+        if self._recorder is None or self.input is None:
             return None
-        return self._recorder.links(inputs[0], self._hooks, self)
+        try:
+            return self.require_chain()
+        except NotAChainError:
+            return None
+
+    def require_chain(self) -> tuple[Link, ...]:
+        """The modules from the input to the layer in the last :meth:`forward`, as a plain chain.
+
+        Returns
+        -------
+        tuple of Link
+            The modules from the layer down to the input, each with its Zennit hook and its
+            input: each takes the previous one's output and nothing else, and all are
+            supported by :func:`~zennit_drsa._chain.propagate_chain`.
+
+        Raises
+        ------
+        NotAChainError
+            A ``ValueError`` naming what breaks the chain: a model with several inputs, an
+            unsupported module, an operation between modules, a foreign hook.
+        RuntimeError
+            Without ``record_chain``, or before :meth:`forward`.
+        """
+        self._require_active()
+        if self._recorder is None:
+            raise RuntimeError(
+                "the modules' calls were not recorded; create the LayerContext with "
+                "record_chain=True to find the chain"
+            )
+        if self.input is None:
+            raise RuntimeError("call forward(input) before looking for the chain")
+        inputs = self.input if isinstance(self.input, tuple) else (self.input,)
+        if len(inputs) != 1:
+            raise NotAChainError(f"the model takes {len(inputs)} inputs; a chain starts from one")
+        return self._recorder.links(inputs[0], self._hooks, self, self._names)
 
     def clear(self) -> None:
         """Forget the last forward pass, so that its autograd graph can be freed.
