@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from atomic_io import write_json_atomic
 from audio_concepts.analysis_report import build_report
 from audio_concepts.config import METHODS, AnalysisConfig, positive_int
 from audio_concepts.data import AudioData
+from audio_concepts.diagnostics import coverage_warning
 from audio_concepts.evaluate import evaluate_explanations
 from audio_concepts.explain import Explanations, explain_chunks, load_subspaces
 from audio_concepts.fit import Subspaces, fit_subspaces
@@ -187,7 +189,7 @@ class Analysis:
     def results(self) -> dict[str, Any]:
         """The evaluation results (``evaluation/results.json``)."""
         if self._results is None:
-            self._results = self.workspace.read_results()
+            self._results = self.workspace.read_results(self.state)
         return self._results
 
     # ----- the steps --------------------------------------------------------------------------
@@ -196,6 +198,11 @@ class Analysis:
         """Step 1: fit every method's subspaces per class; write them and ``analysis.json``."""
         start = time.perf_counter()
         plan = plan_layer(self.model, self.config)
+        coverage = coverage_warning(
+            plan.layer, plan.channels, self.config.n_subspaces, plan.subspace_dim
+        )
+        if coverage is not None:
+            warnings.warn(coverage, UserWarning, stacklevel=2)
         self._state, self._subspaces = fit_subspaces(
             self.data, self.workspace, self.config, plan, progress=progress
         )
@@ -207,7 +214,7 @@ class Analysis:
         """Step 2: concept heatmaps of the evaluation chunks (``explanations/``)."""
         start = time.perf_counter()
         explanations = explain_chunks(self.data, self.state, self.subspaces, progress=progress)
-        explanations.save(self.workspace)
+        explanations.save(self.workspace, self.state)
         self._explanations, self._results = explanations, None
         self._record("explain", start)
         return explanations
@@ -263,13 +270,14 @@ class Analysis:
         start = time.perf_counter()
         if timings:  # earlier steps, listed first
             self._state = replace(self.state, timings_s={**timings, **self.state.timings_s})
+        explanations = self.explanations  # first: a stale one names the earliest step to redo
         summary = self.summary()
         build_report(
             self.model.frontend,
             self.workspace,
             self.state,
             summary,
-            self.explanations,
+            explanations,
             self.subspaces,
             examples_per_class=examples_per_class,
             prototypes_per_concept=prototypes_per_concept,
@@ -405,7 +413,8 @@ def summarize_concepts(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         If ``fit`` or ``evaluate`` has not been run on ``out_dir``.
     """
     workspace = Workspace(Path(out_dir))
-    return summarize(workspace.read_state(), workspace.read_results())
+    state = workspace.read_state()
+    return summarize(state, workspace.read_results(state))
 
 
 def write_report(
@@ -440,7 +449,14 @@ def _model(model: ModelSource, device: str | None) -> AudioModel:
     """``model`` (or the run it names) on ``device`` (default: CUDA when available)."""
     import torch
 
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise ValueError(
+            f"device {device!r} is not a torch device, e.g. 'cpu' or 'cuda:0'"
+        ) from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asks for CUDA, which this machine lacks; use 'cpu'")
     if isinstance(model, AudioModel):
         return model.to(target)
     return AudioModel.from_run(model, device=target)

@@ -90,6 +90,8 @@ def build_report(
         f"Explanations and measures below use {SPLIT_NAMES[split]} clips "
         f"(eval_split = {split!r}). Seeds: {', '.join(map(str, config.seeds))}."
     )
+    for warning in summary.get("warnings", []):
+        overview.paragraph(f"Warning: {warning}.")
     for note in notes:
         overview.paragraph(note)
     overview.figure(

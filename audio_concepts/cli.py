@@ -12,27 +12,44 @@ from audio_cnn.command import read_settings, run_command
 
 __all__ = ["main"]
 
-# Flags that map one-to-one onto AnalysisConfig fields (flag name → type).
-# ``sweep`` varies these per analysis instead of taking them as flags.
+# Flags that map one-to-one onto AnalysisConfig fields: flag name → (type, meaning).
+# ``sweep`` varies the _SWEPT ones per analysis instead of taking them as flags.
 _SWEPT = ("layer", "n_subspaces")
-_CONFIG_FLAGS = {
-    "layer": str,
-    "n_subspaces": int,
-    "subspace_dim": int,
-    "n_locations": int,
-    "fit_clips_per_class": int,
-    "eval_clips_per_class": int,
-    "eval_split": str,
-    "composite": str,
-    "max_iter": int,
-    "n_restarts": int,
-    "tol": float,
-    "ordering": str,
-    "removal": float,
-    "score": str,
-    "batch_size": int,
-    "device": str,
-}
+_CONFIG_FLAGS: dict[str, tuple[type, str]] = {
+    "layer": (str, "module name of the layer to decompose, e.g. features.10; None: the run's "
+              "4th block"),
+    "n_subspaces": (int, "number of concepts K, the same for every method"),
+    "subspace_dim": (int, "dimension d_k of each subspace; None: channels // K (then the "
+                     "concepts span the layer and leave no residual)"),
+    "n_locations": (int, "map positions per chunk whose (activation, context) pairs are fitted"),
+    "fit_clips_per_class": (int, "training clips per class the subspaces are fitted on "
+                            "(up to 10 chunks each); None: all"),
+    "eval_clips_per_class": (int, "clips per class explained and evaluated (first chunk of each)"),
+    "eval_split": (str, "split explained and evaluated: test, or val to choose settings"),
+    "subset": (str, "how clips are taken: random (seeded by the first seed) or first (path "
+               "order)"),
+    "stratify": (str, "regex over file names whose first group names strata the random "
+                 "subsets balance, e.g. '^([a-z]+)_'"),
+    "composite": (str, "LRP composite: reference, or a Zennit composite name"),
+    "max_iter": (int, "iteration limit of the DRSA and DSA solvers"),
+    "n_restarts": (int, "random starts of the DRSA and DSA solvers"),
+    "tol": (float, "relative improvement over 10 iterations below which the solvers stop"),
+    "ordering": (str, "patch flipping of K concept maps: round_robin or union"),
+    "removal": (float, "value written into removed patches; None: the front-end's log-mel floor"),
+    "score": (str, "score tracked by patch flipping: logit or relu_logit"),
+    "batch_size": (int, "chunks per forward/backward pass"),
+    "device": (str, "torch device, e.g. cpu or cuda:0; None: CUDA when available"),
+}  # fmt: skip
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where the help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -40,18 +57,22 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="zennit-drsa",
         description=(
             "Concept explanations (DRSA) of an audio CNN: fit, explain, evaluate, report; "
-            "sweep layers and K."
+            "sweep layers and K. 'zennit-drsa COMMAND --help' shows every setting."
         ),
+        formatter_class=_HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser(
-        "demo", help="synthesise the toy task, train the CNN, analyse it, write a report"
-    )
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=text, description=text, formatter_class=_HelpFormatter
+        )
+
+    demo = command("demo", "synthesise the toy task, train the CNN, analyse it, write a report")
     demo.add_argument("--out", type=Path, required=True, help="output directory")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--clips-per-class", type=int, default=2000)
-    demo.add_argument("--epochs", type=int, default=20)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
+    demo.add_argument("--clips-per-class", type=int, default=2000, help="toy clips per class")
+    demo.add_argument("--epochs", type=int, default=20, help="training epochs")
     demo.add_argument(
         "--max-minutes", type=float, help="training time budget (default: none, reproducible)"
     )
@@ -61,14 +82,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="choose the layer and K from a fresh sweep on the validation split (slow) "
         "instead of the recorded one",
     )
-    demo.add_argument("--no-progress", action="store_true")
+    _add_progress(demo)
 
-    fit = commands.add_parser("fit", help="fit DRSA and the baselines per class for a run")
+    fit = command("fit", "fit DRSA and the baselines per class for a run")
     _add_analysis_arguments(fit, "analysis directory to write")
 
-    sweep = commands.add_parser(
-        "sweep", help="fit, explain and evaluate at several layers and K; table and figure"
-    )
+    sweep = command("sweep", "fit, explain and evaluate at several layers and K; table and figure")
     _add_analysis_arguments(sweep, "sweep directory (one analysis per layer and K)", _SWEPT)
     sweep.add_argument(
         "--layers", nargs="+", required=True, help="layer names, e.g. features.10 features.13"
@@ -82,32 +101,73 @@ def _build_parser() -> argparse.ArgumentParser:
         ("evaluate", "patch flipping, concept recovery and accuracy (after explain)"),
         ("report", "write report.html and summary.json (after evaluate)"),
     ):
-        step = commands.add_parser(name, help=text)
+        step = command(name, text)
         step.add_argument("out", type=Path, help="analysis directory written by 'fit'")
-        step.add_argument("--no-progress", action="store_true")
+        _add_progress(step)
         if name == "report":
-            step.add_argument("--examples-per-class", type=int, default=2)
-            step.add_argument("--prototypes-per-concept", type=int, default=4)
+            step.add_argument(
+                "--examples-per-class",
+                type=int,
+                default=2,
+                help="explained chunks per class shown with their concepts and sounds",
+            )
+            step.add_argument(
+                "--prototypes-per-concept",
+                type=int,
+                default=4,
+                help="chunks per concept in each class's prototype figure",
+            )
     return parser
+
+
+def _add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_analysis_arguments(
     parser: argparse.ArgumentParser, out_help: str, exclude: Sequence[str] = ()
 ) -> None:
     """RUN, DATA, --out and the analysis settings (all but ``exclude``) of fit and sweep."""
+    from audio_concepts.config import AnalysisConfig
+
+    defaults = AnalysisConfig()
     parser.add_argument("run", type=Path, help="run directory written by 'audio-cnn train'")
-    parser.add_argument("data", type=Path, help="the dataset the run was trained on")
+    parser.add_argument("data", type=Path, help="the audio folder the run was trained on")
     parser.add_argument("--out", type=Path, required=True, help=out_help)
-    parser.add_argument("--config", type=Path, help="JSON file of analysis settings")
-    parser.add_argument("--methods", help="comma-separated, e.g. drsa,prca,dsa,random")
     parser.add_argument(
-        "--seeds", type=int, nargs="+", help="seeds of the random baseline and DRSA"
+        "--config",
+        type=Path,
+        help="JSON file of analysis settings (keys as the flags, with _); flags override it",
     )
-    parser.add_argument("--patch-size", type=int, nargs=2, metavar=("MELS", "FRAMES"))
-    parser.add_argument("--no-progress", action="store_true")
-    for flag, kind in _CONFIG_FLAGS.items():
+    parser.add_argument(
+        "--methods",
+        help=f"methods compared, comma-separated (default: {','.join(defaults.methods)})",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="seeds of the random baseline and of the DRSA/DSA starts; each seeded method is "
+        f"fitted once per seed (default: {' '.join(map(str, defaults.seeds))})",
+    )
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        nargs=2,
+        metavar=("MELS", "FRAMES"),
+        help="mel bins and frames of a patch-flipping patch "
+        f"(default: {' '.join(map(str, defaults.patch_size))})",
+    )
+    _add_progress(parser)
+    for flag, (kind, meaning) in _CONFIG_FLAGS.items():
         if flag not in exclude:
-            parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind)
+            # default=None: an unset flag must not override the --config file.
+            parser.add_argument(
+                "--" + flag.replace("_", "-"),
+                dest=flag,
+                type=kind,
+                help=f"{meaning} (default: {getattr(defaults, flag)})",
+            )
 
 
 def _analysis_config(args: argparse.Namespace) -> Any:

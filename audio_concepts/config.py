@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EVAL_SPLITS", "METHODS", "SPLIT_NAMES", "AnalysisConfig", "positive_int"]
+__all__ = ["EVAL_SPLITS", "METHODS", "SPLIT_NAMES", "SUBSETS", "AnalysisConfig", "positive_int"]
 
 METHODS = ("drsa", "prca", "dsa", "random")
 """Subspace methods compared by the analysis; ``"standard"`` (the LRP heatmap) is always added."""
@@ -19,6 +20,9 @@ SPLIT_NAMES = {"test": "test", "val": "validation"}
 """``eval_split`` → the split's name in words (for reports)."""
 
 EVAL_SPLITS = tuple(SPLIT_NAMES)
+
+SUBSETS = ("random", "first")
+"""How clips are taken when only some are used: a seeded random sample, or the first ones."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,15 @@ class AnalysisConfig:
         Chunks per forward/backward pass.
     device:
         Torch device; ``None``: CUDA when available, else the CPU.
+    subset:
+        Which clips ``fit_clips_per_class`` and ``eval_clips_per_class`` take from a class:
+        ``"random"``, a random sample seeded by the first of ``seeds`` (stratified by
+        ``stratify``); ``"first"``, the first clips in path order (as before 0.2; a
+        generated task's files are an i.i.d. sample already).
+    stratify:
+        A regular expression over a clip's file name whose first group (or whole match)
+        names a stratum the random subsets are balanced over, e.g. ``"^([a-z]+)_"`` for
+        speaker- or accent-prefixed names; ``None``: no strata.
     """
 
     layer: str | None = None
@@ -96,12 +109,18 @@ class AnalysisConfig:
     seeds: tuple[int, ...] = (0,)
     batch_size: int = 32
     device: str | None = None
+    subset: str = "random"
+    stratify: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", tuple(self.methods))
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        object.__setattr__(self, "patch_size", tuple(self.patch_size))
         problems = []
+        for name in ("methods", "seeds", "patch_size"):
+            value = getattr(self, name)
+            if isinstance(value, list | tuple):
+                object.__setattr__(self, name, tuple(value))
+            else:
+                problems.append(f"{name} must be a list, got {value!r}")
+                object.__setattr__(self, name, ())
         positive = ("n_subspaces", "n_locations", "eval_clips_per_class", "max_iter")
         for name in (*positive, "n_restarts", "batch_size"):
             if not positive_int(getattr(self, name)):
@@ -112,26 +131,32 @@ class AnalysisConfig:
                 problems.append(f"{name} must be a positive int or None, got {value!r}")
         if self.layer is not None and (not isinstance(self.layer, str) or not self.layer):
             problems.append(f"layer must be a module name or None, got {self.layer!r}")
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if not isinstance(m, str) or m not in METHODS]
         if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
             problems.append(f"methods must be distinct names from {METHODS}, got {self.methods}")
-        if len(self.patch_size) != 2 or not all(positive_int(s) for s in self.patch_size):
+        if len(self.patch_size) != 2 or not all(positive_int(n) for n in self.patch_size):
             problems.append(f"patch_size must be two positive ints, got {self.patch_size!r}")
-        if not (isinstance(self.tol, int | float) and self.tol >= 0):
+        if not (_number(self.tol) and self.tol >= 0):
             problems.append(f"tol must be a number >= 0, got {self.tol!r}")
-        if self.ordering not in _ORDERINGS:
-            problems.append(f"ordering must be one of {_ORDERINGS}, got {self.ordering!r}")
-        if self.eval_split not in EVAL_SPLITS:
-            problems.append(f"eval_split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
-        if self.score not in _SCORES:
-            problems.append(f"score must be one of {_SCORES}, got {self.score!r}")
-        if self.removal is not None and not (
-            isinstance(self.removal, int | float) and math.isfinite(self.removal)
+        for name, choices in (
+            ("ordering", _ORDERINGS),
+            ("eval_split", EVAL_SPLITS),
+            ("score", _SCORES),
+            ("subset", SUBSETS),
         ):
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
+                problems.append(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        for name in ("composite", "device"):
+            value = getattr(self, name)
+            if not (value is None and name == "device") and not (isinstance(value, str) and value):
+                problems.append(f"{name} must be a non-empty string, got {value!r}")
+        if self.stratify is not None:
+            problems.extend(_check_pattern(self.stratify))
+        if self.removal is not None and not (_number(self.removal) and math.isfinite(self.removal)):
             problems.append(f"removal must be a finite number or None, got {self.removal!r}")
-        if not self.seeds or not all(isinstance(s, int) and s >= 0 for s in self.seeds):
+        if not self.seeds or not all(_count(seed) for seed in self.seeds):
             problems.append(f"seeds must be non-negative ints (at least one), got {self.seeds}")
-        if len(set(self.seeds)) != len(self.seeds):
+        elif len(set(self.seeds)) != len(self.seeds):
             problems.append(f"seeds must be distinct, got {self.seeds}")
         if problems:
             raise ValueError("invalid analysis settings: " + "; ".join(problems))
@@ -146,6 +171,8 @@ class AnalysisConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnalysisConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"analysis settings must be a JSON object, got {data!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -157,6 +184,25 @@ class AnalysisConfig:
         return self.seeds if method in _SEEDED else self.seeds[:1]
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_pattern(pattern: Any) -> list[str]:
+    if not isinstance(pattern, str) or not pattern:
+        return [f"stratify must be a regular expression or None, got {pattern!r}"]
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return [f"stratify {pattern!r} is not a regular expression ({error})"]
+    return []
+
+
 def positive_int(value: Any) -> bool:
     """Whether ``value`` is an ``int`` (not a ``bool``) above 0."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return _count(value) and value > 0
+
+
+def _count(value: Any) -> bool:
+    """Whether ``value`` is an ``int`` (not a ``bool``) of at least 0."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -10,7 +10,9 @@ model's chunks, as log-mel batches, and on synthetic data for the sound objects'
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from audio_cnn.datasets import ClipRecord
 from audio_concepts.config import EVAL_SPLITS, AnalysisConfig
 from audio_concepts.model import AudioModel
 
-__all__ = ["FIT_CHUNKS", "AudioData"]
+__all__ = ["FIT_CHUNKS", "AudioData", "choose_clips"]
 
 FIT_CHUNKS = 10
 """Evenly spaced chunks per clip whose vectors the subspaces are fitted on (METHOD.md §6:
@@ -98,13 +100,15 @@ class AudioData:
             )
         return clips
 
-    def train_clips(self, label: int, limit: int | None) -> list[ClipRecord]:
-        """The first ``limit`` training clips of class ``label`` (all for ``None``)."""
-        chosen = [clip for clip in self.dataset.splits["train"] if clip.label == label]
-        return chosen if limit is None else chosen[:limit]
+    def train_clips(self, label: int, config: AnalysisConfig) -> list[ClipRecord]:
+        """``config.fit_clips_per_class`` training clips of class ``label`` (all for ``None``),
+        taken as ``config.subset`` and ``config.stratify`` say (see :func:`choose_clips`)."""
+        clips = [clip for clip in self.dataset.splits["train"] if clip.label == label]
+        return choose_clips(clips, config.fit_clips_per_class, config)
 
     def evaluation_clips(self, config: AnalysisConfig) -> list[ClipRecord]:
-        """Per class the first ``eval_clips_per_class`` clips of ``config.eval_split``.
+        """Per class ``eval_clips_per_class`` clips of ``config.eval_split``, taken as
+        ``config.subset`` and ``config.stratify`` say (see :func:`choose_clips`).
 
         On synthetic data only clips with at least one sound object count.
         """
@@ -114,7 +118,7 @@ class AudioData:
             clips = [clip for clip in clips_of_split if clip.label == label]
             if self.kind == "synthetic":
                 clips = [c for c in clips if len(self._synthetic_clip(c.path).object_names) >= 1]
-            chosen.extend(clips[: config.eval_clips_per_class])
+            chosen.extend(choose_clips(clips, config.eval_clips_per_class, config))
         return chosen
 
     def relative_name(self, path: str | os.PathLike[str]) -> str:
@@ -173,3 +177,31 @@ class AudioData:
             return [object_masks(self._synthetic_clip(path), frontend) for path in clips]
         finally:
             frontend.to(device)
+
+
+def choose_clips(
+    clips: Sequence[ClipRecord], limit: int | None, config: AnalysisConfig
+) -> list[ClipRecord]:
+    """At most ``limit`` of ``clips`` (all of them for ``None``), as the settings say.
+
+    ``config.subset == "first"`` takes the first clips in path order. ``"random"`` takes a
+    random sample seeded by ``config.seeds[0]``, in random order (so whatever is shown first,
+    e.g. the report's examples, is random too); with ``config.stratify``, the strata named by
+    the pattern's first group in each clip's file name (files it does not match form one
+    stratum) take turns, each in its own random order, so that every stratum is represented
+    before any is repeated.
+    """
+    if config.subset == "first":
+        return list(clips)[:limit]
+    rng = np.random.default_rng(config.seeds[0])
+    order = [clips[i] for i in rng.permutation(len(clips))]
+    if config.stratify is not None:
+        pattern = re.compile(config.stratify)
+        strata: dict[str, list[ClipRecord]] = {}
+        for clip in order:
+            match = pattern.search(Path(clip.path).name)
+            name = "" if match is None else (match.group(1) if pattern.groups else match.group())
+            strata.setdefault(name, []).append(clip)
+        turns = itertools.zip_longest(*strata.values())
+        order = [clip for turn in turns for clip in turn if clip is not None]
+    return order[:limit]

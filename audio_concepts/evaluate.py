@@ -11,6 +11,7 @@ clip-level accuracy on the ``eval_split``, the split whose chunks were explained
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from atomic_io import write_json_atomic
 from audio_cnn.evaluate import score_clips
 from audio_concepts.data import AudioData
+from audio_concepts.diagnostics import as_json, concept_overlap
 from audio_concepts.explain import Explanations
 from audio_concepts.plots import plot_flipping_curves
 from audio_concepts.workspace import AnalysisState, Workspace
@@ -41,11 +43,14 @@ def evaluate_explanations(
     Returns
     -------
     dict
-        The content of ``evaluation/results.json``: ``labels``; per method (and
-        ``"standard"``) one record per seed with the AUPC per input and, on synthetic data,
-        the recovery score and chance level per input (``None`` where undefined);
-        ``accuracy``; ``n_inputs``. ``evaluation/`` also gets ``flipping.png`` (mean curves)
-        and the accuracy's ``metrics.json`` and confusion matrices.
+        The content of ``evaluation/results.json``: the ``fit_id`` it was computed from;
+        ``labels``; per method (and ``"standard"``) one record per seed with the AUPC per
+        input and, on synthetic data, the recovery score and chance level per input (``None``
+        where undefined); ``accuracy``; ``n_inputs``; ``overlap``, per method the mean
+        heatmap cosine of every pair of concepts
+        (:func:`~audio_concepts.diagnostics.concept_overlap`). ``evaluation/`` also gets
+        ``flipping.png`` (mean curves) and the accuracy's ``metrics.json`` and confusion
+        matrices.
     """
     model, config = data.model, state.config
     device = model.device
@@ -79,7 +84,7 @@ def evaluate_explanations(
         "device": device,
     }
     masks = data.object_masks([str(clip) for clip in inputs["clips"]])
-    results: dict[str, Any] = {"methods": {}, "labels": labels.tolist()}
+    results: dict[str, Any] = {"fit_id": state.fit_id, "methods": {}, "labels": labels.tolist()}
     curves: dict[str, list[PatchFlippingResult]] = {}
     jobs = list(explanations.maps)
     standard_job = ("drsa", config.seeds[0]) if "drsa" in config.methods else jobs[0]
@@ -99,6 +104,7 @@ def evaluate_explanations(
             curves.setdefault(name, []).append(result)
     results["accuracy"] = metrics["accuracy"]
     results["n_inputs"] = len(labels)
+    results["overlap"] = _overlap(explanations, config.n_subspaces)
     plot_flipping_curves(
         curves,
         folder / "flipping.png",
@@ -106,6 +112,18 @@ def evaluate_explanations(
     )
     write_json_atomic(workspace.results_path, results)
     return results
+
+
+def _overlap(explanations: Explanations, n_subspaces: int) -> dict[str, list[list[Any]]]:
+    """Per method the (K, K) mean heatmap cosine of its concepts, averaged over seeds."""
+    if n_subspaces < 2:
+        return {}
+    matrices: dict[str, list[np.ndarray]] = {}
+    for (method, _), arrays in explanations.maps.items():
+        matrices.setdefault(method, []).append(concept_overlap(arrays["heatmaps"][:, :-1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN entries stay NaN
+        return {m: as_json(np.nanmean(np.stack(ms), axis=0)) for m, ms in matrices.items()}
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

@@ -39,35 +39,45 @@ class Explanations:
     inputs: dict[str, np.ndarray]
     maps: dict[tuple[str, int], dict[str, np.ndarray]]
 
-    def save(self, workspace: Workspace) -> None:
-        """Write ``explanations/inputs.npz`` and one ``<method>_seed<s>.npz`` per fit."""
-        workspace.save_arrays(workspace.inputs_path, **self.inputs)
+    def save(self, workspace: Workspace, state: AnalysisState) -> None:
+        """Write ``explanations/inputs.npz`` and one ``<method>_seed<s>.npz`` per fit.
+
+        The fit's maps go first and the inputs, which record the fit they belong to, last:
+        an interrupted save leaves explanations that :meth:`load` refuses.
+        """
+        workspace.inputs_path.unlink(missing_ok=True)
         for (method, seed), arrays in self.maps.items():
             workspace.save_arrays(workspace.explanation_path(method, seed), **arrays)
+        workspace.save_arrays(workspace.inputs_path, **self.inputs, fit_id=np.array(state.fit_id))
 
     @classmethod
     def load(cls, workspace: Workspace, state: AnalysisState) -> Explanations:
-        """What :meth:`save` wrote for the fits of ``state``'s settings."""
+        """What :meth:`save` wrote for ``state``'s fit; refused if it came from another."""
+        inputs = workspace.load_arrays(workspace.inputs_path)
+        fit_id = str(inputs.pop("fit_id", ""))
+        workspace.check_fit(fit_id, state, workspace.inputs_path, "explain")
         config = state.config
         maps = {
             (method, seed): workspace.load_arrays(workspace.explanation_path(method, seed))
             for method in config.methods
             for seed in config.method_seeds(method)
         }
-        return cls(workspace.load_arrays(workspace.inputs_path), maps)
+        return cls(inputs, maps)
 
 
 def load_subspaces(workspace: Workspace, state: AnalysisState) -> Subspaces:
-    """The estimators the fit step saved for ``state``'s settings."""
+    """The estimators the fit step saved for ``state``'s fit; refused if one is from another."""
     config = state.config
-    return {
-        (method, seed): {
-            label: load(workspace.subspace_path(method, name, seed))
-            for label, name in enumerate(state.class_names)
-        }
-        for method in config.methods
-        for seed in config.method_seeds(method)
-    }
+    subspaces: Subspaces = {}
+    for method in config.methods:
+        for seed in config.method_seeds(method):
+            for label, name in enumerate(state.class_names):
+                path = workspace.subspace_path(method, name, seed)
+                estimator = load(path)
+                fit_id = estimator.metadata_.get("fit_id", "")
+                workspace.check_fit(fit_id, state, path.with_suffix(".json"), "fit")
+                subspaces.setdefault((method, seed), {})[label] = estimator
+    return subspaces
 
 
 def explain_chunks(

@@ -7,6 +7,8 @@ its baselines) fitted on them with the same ``K`` and ``d_k``, and saved without
 
 from __future__ import annotations
 
+import uuid
+
 from tqdm.auto import tqdm
 
 from audio_concepts.config import AnalysisConfig
@@ -59,12 +61,14 @@ def fit_subspaces(
     """
     model = data.model
     device = model.device
+    fit_id = uuid.uuid4().hex
+    workspace.forget_fit()
     composite = audio_composite(config.composite, model.network)
     fit_clips: dict[str, dict[str, int]] = {}
     subspaces: Subspaces = {}
     names = model.class_names
     for label, name in enumerate(tqdm(names, desc="fit", disable=not progress)):
-        clips = data.train_clips(label, config.fit_clips_per_class)
+        clips = data.train_clips(label, config)
         if not clips:
             raise ValueError(f"class {name!r} has no training clips in {data.root}")
         pairs = collect(
@@ -86,7 +90,13 @@ def fit_subspaces(
                 save(
                     estimator,
                     workspace.subspace_path(method, name, seed),
-                    metadata={"layer": plan.layer, "class": name, "method": method, "seed": seed},
+                    metadata={
+                        "layer": plan.layer,
+                        "class": name,
+                        "method": method,
+                        "seed": seed,
+                        "fit_id": fit_id,
+                    },
                 )
                 subspaces.setdefault((method, seed), {})[label] = estimator
     state = AnalysisState(
@@ -101,6 +111,7 @@ def fit_subspaces(
         n_locations=plan.n_locations,
         config=config,
         fit_clips=fit_clips,
+        fit_id=fit_id,
     )
     return state, subspaces
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from audio_concepts.diagnostics import coverage_warning, overlap_warnings
 from audio_concepts.workspace import AnalysisState
 from zennit_drsa.evaluation import aupc_table
 
@@ -30,7 +31,10 @@ def summarize(state: AnalysisState, results: dict[str, Any]) -> dict[str, Any]:
         method and ``"standard"`` the class-averaged mean ``aupc`` (lower is better), the
         pooled ``aupc_pooled`` ± ``aupc_sem`` over ``n`` inputs × seeds (``n_excluded``
         left out), per-class values, and ``recovery`` / ``chance`` (class-averaged; ``None``
-        where undefined); ``seeds``; ``settings``; ``timings_s`` (the steps' seconds).
+        where undefined); ``seeds``; ``settings``; ``timings_s`` (the steps' seconds);
+        ``concept_overlap`` (per method, mean heatmap cosine of every pair of concepts) and
+        ``warnings`` (settings that do not suit the model, see
+        :mod:`~audio_concepts.diagnostics`).
     """
     config = state.config
     names = list(state.class_names)
@@ -77,7 +81,13 @@ def summarize(state: AnalysisState, results: dict[str, Any]) -> dict[str, Any]:
             "n_inputs": results["n_inputs"],
         },
         "timings_s": dict(state.timings_s),
-    }
+        "concept_overlap": results.get("overlap", {}),
+        "warnings": [
+            *filter(None, [coverage_warning(state.layer, state.channels,
+                                            config.n_subspaces, state.subspace_dim)]),
+            *overlap_warnings(results.get("overlap", {})),
+        ],
+    }  # fmt: skip
 
 
 def _finite(value: float) -> float | None:
@@ -103,6 +113,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{method:<10} {_text(entry['aupc']):>18} {pooled:>22} "
             f"{_text(entry['recovery']):>9} {_text(entry['chance']):>7}"
         )
+    lines += [f"warning: {text}" for text in summary.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -56,6 +56,9 @@ class AnalysisState:
         The analysis settings.
     fit_clips:
         Per class: clips and vectors the subspaces were fitted on.
+    fit_id:
+        Identifies this fit; every later step records the fit it was computed from and is
+        refused when that is not the folder's current fit (a re-fit, or a killed one).
     timings_s:
         Seconds each step took (``fit``, ``explain``, ``evaluate``, ``report``), as run.
     """
@@ -71,6 +74,7 @@ class AnalysisState:
     n_locations: int
     config: AnalysisConfig
     fit_clips: dict[str, dict[str, int]] = field(default_factory=dict)
+    fit_id: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -97,6 +101,7 @@ class AnalysisState:
             "n_locations": self.n_locations,
             "config": self.config.to_dict(),
             "fit_clips": self.fit_clips,
+            "fit_id": self.fit_id,
             "timings_s": self.timings_s,
         }
 
@@ -121,6 +126,7 @@ class AnalysisState:
                 n_locations=int(data["n_locations"]),
                 config=AnalysisConfig.from_dict(data["config"]),
                 fit_clips=dict(data.get("fit_clips") or {}),
+                fit_id=str(data.get("fit_id", "")),
                 timings_s=dict(data.get("timings_s") or {}),
             )
         except (TypeError, ValueError) as error:
@@ -200,13 +206,33 @@ class Workspace:
     def write_state(self, state: AnalysisState) -> None:
         write_json_atomic(self.state_path, state.to_dict())
 
-    def read_results(self) -> dict[str, Any]:
-        """``evaluation/results.json``, written by the evaluate step."""
+    def forget_fit(self) -> None:
+        """Remove the record of the fit before a new one overwrites its subspaces.
+
+        Until the new fit finishes, the folder has no fit: the later steps refuse to run
+        instead of mixing old and new subspaces (a killed re-fit leaves it so).
+        """
+        self.state_path.unlink(missing_ok=True)
+
+    def read_results(self, state: AnalysisState) -> dict[str, Any]:
+        """``evaluation/results.json`` of ``state``'s fit, written by the evaluate step."""
         if not self.results_path.is_file():
             raise FileNotFoundError(
                 f"{self.results_path} does not exist: run 'zennit-drsa evaluate {self.root}' first"
             )
-        return read_json(self.results_path, what="evaluation results")
+        results = read_json(self.results_path, what="evaluation results")
+        self.check_fit(results.get("fit_id", "") if isinstance(results, dict) else None, state,
+                       self.results_path, "evaluate")  # fmt: skip
+        return results
+
+    def check_fit(self, fit_id: object, state: AnalysisState, path: Path, step: str) -> None:
+        """Refuse what ``step`` wrote at ``path`` unless it came from ``state``'s fit."""
+        if fit_id != state.fit_id:
+            raise ValueError(
+                f"{path} was computed from an earlier fit of this folder, not from the current "
+                f"one (layer {state.layer}, K = {state.config.n_subspaces}): run "
+                f"'zennit-drsa {step} {self.root}' again"
+            )
 
     @staticmethod
     def save_arrays(path: Path, **arrays: np.ndarray) -> None:

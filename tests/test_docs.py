@@ -22,6 +22,7 @@ PAGES = (
     "quickstart_sklearn",
     "method",
     "evaluation",
+    "choosing",
     "cli",
     "api",
 )

@@ -295,7 +295,8 @@ class DRSAAttributor(Attributor):
         ----------
         inputs:
             Model input ``(B, ...)``, or a tuple of them for a model taking several (passed as
-            separate positional arguments); finite floating point.
+            separate positional arguments); finite floating point, converted to the model's
+            dtype (the maps come in that dtype).
         attr_output:
             Relevance placed on the output ``(B, ...)``: a tensor of the output's shape or a
             callable ``output -> tensor`` (Zennit's convention); ``None``: the attributor's
@@ -329,6 +330,11 @@ class DRSAAttributor(Attributor):
             raise ValueError("inputs is an empty tuple; pass at least one input tensor")
         for x in input_tuple:
             check_input(x)
+        # Inputs take the model's dtype (float64 arrays from NumPy are common), as collect's do.
+        parameter = next(self.model.parameters(), None)
+        if parameter is not None and parameter.is_floating_point():
+            input_tuple = tuple(x.to(parameter.dtype) for x in input_tuple)
+            inputs = input_tuple if isinstance(inputs, tuple) else input_tuple[0]
         n_columns = self.subspaces.n_subspaces + 1
         if mixing is not None and (mixing.dim() != 2 or mixing.shape[1] != n_columns):
             raise ValueError(

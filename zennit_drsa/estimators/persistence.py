@@ -224,7 +224,12 @@ def _check_header(header: Any, path: Path) -> None:
     if not isinstance(header, dict) or header.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a zennit-drsa subspace file")
     version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(
+            f"{path} has format version {version!r}, which no zennit-drsa writes: the file is "
+            "damaged or was not written by zennit_drsa.save"
+        )
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{path} has format version {version!r}; this library reads up to "
             f"{FORMAT_VERSION}, upgrade zennit-drsa"
