@@ -3,15 +3,21 @@
 Decoding is the slow step of an audio pipeline (parsing, down-mixing, resampling), so it
 should happen once per file, not once per epoch. :func:`load_audio` decodes one file and
 refuses bad audio loudly (:class:`AudioDecodeError` names the file and the reason);
-:class:`DecodedAudioCache` keeps the decoded waveforms as ``.npy`` files keyed by the
-source file's identity, so later epochs, later runs and DataLoader workers only read them.
+:class:`DecodedAudioCache` keeps the decoded waveforms as ``.npy`` files keyed by a hash of
+the source file's bytes, so later epochs, later runs and DataLoader workers only read them.
+:meth:`DecodedAudioCache.prepare` decodes a dataset up front and reports, with warnings and
+in its :class:`DecodeReport`, the files that are damaged (undecodable, truncated) or useless
+to a classifier (too short, silent).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import math
 import os
 import re
+import struct
 import threading
 import warnings
 from collections import OrderedDict
@@ -26,19 +32,38 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from atomic_io import atomic_path
+from audio_cnn.datasets import name_some
 
 __all__ = [
+    "MIN_CLIP_SECONDS",
+    "SILENCE_PEAK",
     "AudioDecodeError",
     "CacheStats",
     "DecodeReport",
     "DecodedAudioCache",
     "load_audio",
     "peak_normalize",
+    "wav_truncation",
 ]
 
+MIN_CLIP_SECONDS = 0.1
+"""Clips shorter than this (in seconds) are left out by :meth:`DecodedAudioCache.prepare`: they
+span a few STFT frames at most, so any model input made from them is almost all padding."""
+SILENCE_PEAK = 1e-4
+"""Clips whose largest absolute sample is at or below this (−80 dBFS, about three steps of
+16-bit PCM) count as silent and are left out by :meth:`DecodedAudioCache.prepare`: peak
+normalisation would blow their noise floor up to full scale."""
+
 _RESAMPLER = "soxr_hq"
-# Part of every cache key: bump it whenever decoding changes, so stale entries are never read.
-_CACHE_FORMAT = 1
+# Part of every cache key: bump it whenever decoding or keying changes, so stale entries are
+# never read. 2: keys hash the source file's bytes (1 hashed its path, size and mtime).
+_CACHE_FORMAT = 2
+# Source files are hashed in blocks of this many bytes (1 MiB): bounded memory, few calls.
+_HASH_BLOCK = 1 << 20
+# Byte order of the RIFF container variants (little-endian RIFF, big-endian RIFX).
+_RIFF_BYTE_ORDER = {b"RIFF": "<", b"RIFX": ">"}
+# Writers that stream to a pipe cannot know the data size and leave one of these instead.
+_UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)
 
 
 class AudioDecodeError(ValueError):
@@ -109,6 +134,69 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             ) from soundfile_error
 
 
+def _wav_layout(path: Path) -> tuple[int, int, int, int] | None:
+    """``(data offset, declared data bytes, block align, frame rate)`` of a RIFF/RIFX WAVE
+    file's ``data`` chunk, or ``None`` when ``path`` is no such file or its header is
+    incomplete (the decoder reports those)."""
+    block_align = rate = 0
+    with open(path, "rb") as file:
+        header = file.read(12)
+        order = _RIFF_BYTE_ORDER.get(header[:4])
+        if order is None or header[8:12] != b"WAVE":
+            return None
+        while len(chunk := file.read(8)) == 8:
+            (size,) = struct.unpack(f"{order}I", chunk[4:])
+            if chunk[:4] == b"data":
+                return file.tell(), size, block_align, rate
+            # The fields needed are in the first 14 bytes; never trust a huge declared size.
+            body = file.read(min(size, 64)) if chunk[:4] == b"fmt " else b""
+            if len(body) >= 14:
+                rate, _, block_align = struct.unpack(f"{order}IIH", body[4:14])
+            # Chunks are padded to an even size; seeking past the end just ends the loop.
+            file.seek(size - len(body) + (size & 1), os.SEEK_CUR)
+    return None
+
+
+def wav_truncation(path: str | os.PathLike[str]) -> str | None:
+    """Whether a WAV file holds fewer sample frames than its header declares.
+
+    libsndfile silently shortens such a file to the frames present (a download or copy that
+    stopped early), so the decoded clip is shorter than the recording without a word. This
+    compares the ``data`` chunk's declared size with the bytes after it; only the header is
+    read.
+
+    Parameters
+    ----------
+    path:
+        Any file; only RIFF/RIFX WAVE files are checked (other formats, and WAVs written to a
+        pipe with an unknown data size, give ``None``).
+
+    Returns
+    -------
+    str or None
+        What is missing, e.g. ``"truncated: the header declares 16000 frames (1.00 s) but the
+        file holds 7989 (0.50 s)"``, or ``None`` when the file is complete or not a WAV.
+    """
+    path = Path(path)
+    try:
+        layout = _wav_layout(path)
+        size = path.stat().st_size
+    except OSError:
+        return None  # unreadable files are reported by the decoder
+    if layout is None:
+        return None
+    offset, declared_bytes, block_align, rate = layout
+    if declared_bytes in _UNKNOWN_DATA_SIZES or block_align == 0 or rate == 0:
+        return None
+    if size - offset >= declared_bytes:
+        return None
+    declared, held = declared_bytes // block_align, max(size - offset, 0) // block_align
+    return (
+        f"truncated: the header declares {declared} frames ({declared / rate:.2f} s) but the "
+        f"file holds {held} ({held / rate:.2f} s)"
+    )
+
+
 def load_audio(path: str | os.PathLike[str], sample_rate: int, *, mono: bool = True) -> np.ndarray:
     """Decode an audio file, down-mix it and resample it once.
 
@@ -137,6 +225,11 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int, *, mono: bool = T
     AudioDecodeError
         The file is missing, empty (0 bytes or 0 samples), unreadable in every decoder, or
         holds NaN/Inf samples. Bad samples are reported, never silently repaired.
+
+    Notes
+    -----
+    A truncated WAV file decodes to the frames it holds; :func:`wav_truncation` tells, and
+    :meth:`DecodedAudioCache.prepare` reports it.
     """
     path = Path(path)
     sample_rate = _check_sample_rate(sample_rate)
@@ -224,28 +317,56 @@ class CacheStats:
 
 @dataclass(frozen=True)
 class DecodeReport:
-    """Outcome of :meth:`DecodedAudioCache.prepare`.
+    """Outcome of :meth:`DecodedAudioCache.prepare`: every file in exactly one of kept or left
+    out, and the kept ones that are damaged flagged.
 
     Attributes
     ----------
     lengths:
-        Decoded length in samples (at the cache's sample rate) of every readable file.
+        Decoded length in samples (at the cache's sample rate) of every file that decoded,
+        including those then left out as too short or silent.
     failed:
-        The reason for every file that could not be decoded.
+        Every file left out, with the reason: it cannot be decoded, or it decoded but is too
+        short or silent (those are also in :attr:`too_short` / :attr:`silent`). Callers drop
+        these files from training and evaluation.
+    too_short:
+        Files shorter than ``min_seconds``, with the reason (left out, also in
+        :attr:`failed`).
+    silent:
+        Files whose peak is at or below ``silence_peak``, with the reason (left out, also in
+        :attr:`failed`; a file too short and silent counts as too short only).
+    truncated:
+        WAV files holding fewer frames than their header declares, with what is missing
+        (see :func:`wav_truncation`). They are kept: the frames present are genuine audio of
+        the labelled class, and a truncation that leaves them too short or silent makes
+        them left out by those rules.
     """
 
     lengths: dict[Path, int] = field(default_factory=dict)
     failed: dict[Path, str] = field(default_factory=dict)
+    too_short: dict[Path, str] = field(default_factory=dict)
+    silent: dict[Path, str] = field(default_factory=dict)
+    truncated: dict[Path, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> list[Path]:
-        """Files that decoded successfully, in the order they were given."""
-        return list(self.lengths)
+        """Files kept (decoded, neither too short nor silent), in the order they were given."""
+        return [path for path in self.lengths if path not in self.failed]
+
+    @property
+    def undecodable(self) -> dict[Path, str]:
+        """Files that could not be decoded, with the reason (a part of :attr:`failed`)."""
+        return {path: reason for path, reason in self.failed.items() if path not in self.lengths}
 
     def __str__(self) -> str:
-        total = len(self.lengths) + len(self.failed)
-        lines = [f"decoded {len(self.lengths)} of {total} audio files, {len(self.failed)} failed"]
+        total = len(self.lengths) + len(self.undecodable)
+        lines = [
+            f"kept {len(self.ok)} of {total} audio files; left out {len(self.failed)}: "
+            f"{len(self.undecodable)} undecodable, {len(self.too_short)} too short, "
+            f"{len(self.silent)} silent; {len(self.truncated)} truncated (kept)"
+        ]
         lines += [f"  {path}: {reason}" for path, reason in self.failed.items()]
+        lines += [f"  {path}: {reason} (kept)" for path, reason in self.truncated.items()]
         return "\n".join(lines)
 
 
@@ -257,14 +378,19 @@ def _entry_stem(path: Path) -> str:
 class DecodedAudioCache:
     """Decoded, resampled mono waveforms, cached on disk (and optionally in memory).
 
-    An entry is a float32 ``.npy`` file named after a hash of (absolute path, file size,
-    modification time in ns, sample rate, decoder version): a file that changes gets a new
-    key and is decoded again; the stale entry stays on disk until the directory is deleted.
+    An entry is a float32 ``.npy`` file named after a hash (BLAKE2b) of the source file's
+    bytes, the sample rate and the decoder version: a file whose content changes gets a new
+    key and is decoded again, even when its size and modification time stay the same (a
+    re-export, a copy that keeps times). Every access hashes the source (cheap next to
+    decoding: it is read at disk speed, not parsed); stale entries, and entries of older
+    cache versions, are never found again and stay on disk until the directory is deleted.
     Entries are written to a uniquely named temporary file in the cache directory and then
     renamed with :func:`os.replace`, so concurrent writers (threads, DataLoader workers,
     parallel runs) never expose a half-written entry. An entry that still fails to load
     (truncated by a crash, damaged on disk, wrong dtype or rank) is discarded with a warning
-    and decoded again, never returned.
+    and decoded again, never returned. When an entry cannot be written (full disk, no
+    permission) the temporary file is removed and an :class:`OSError` naming the cache
+    folder is raised: nothing half-written is left behind.
 
     The instance is callable (``cache(path)`` is ``cache.get(path)``) and picklable, so it
     can be passed as the ``audio`` loader of the chunking datasets.
@@ -322,20 +448,19 @@ class DecodedAudioCache:
         return self.get(path)
 
     def _key(self, path: Path) -> str:
+        digest = hashlib.blake2b(digest_size=16)
         try:
-            status = path.stat()
+            with open(path, "rb") as file:
+                while block := file.read(_HASH_BLOCK):
+                    digest.update(block)
         except FileNotFoundError:
             raise AudioDecodeError(path, "the file does not exist") from None
-        identity = (
-            str(path.absolute()),
-            status.st_size,
-            status.st_mtime_ns,
-            self.sample_rate,
-            _RESAMPLER,
-            _CACHE_FORMAT,
-        )
-        digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:32]
-        return f"{_entry_stem(path)}-{digest}"
+        except IsADirectoryError:
+            raise AudioDecodeError(path, "not a regular file") from None
+        except OSError as error:
+            raise AudioDecodeError(path, f"the file cannot be read ({error.strerror})") from error
+        digest.update(repr((self.sample_rate, _RESAMPLER, _CACHE_FORMAT)).encode())
+        return f"{_entry_stem(path)}-{digest.hexdigest()}"
 
     def _remember(self, key: str, audio: np.ndarray) -> None:
         if self.memory_items == 0:
@@ -392,7 +517,16 @@ class DecodedAudioCache:
         with self._lock:
             self.stats.decoded += 1
         if entry is not None:
-            self._write_entry(entry, audio)
+            try:
+                self._write_entry(entry, audio)
+            except OSError as error:
+                # One line naming the folder, not the temporary file deep inside it.
+                raise OSError(
+                    error.errno or errno.EIO,
+                    f"cannot write the decoded-audio cache in {self.directory} "
+                    f"({error.strerror or error}); free space there or choose another cache "
+                    "folder",
+                ) from error
         return audio
 
     def _fetch(self, path: Path, *, header_only: bool) -> np.ndarray:
@@ -445,12 +579,31 @@ class DecodedAudioCache:
         return int(self._fetch(Path(path), header_only=True).shape[0])
 
     def prepare(
-        self, paths: Iterable[str | os.PathLike[str]], progress: bool = True
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        progress: bool = True,
+        *,
+        min_seconds: float = MIN_CLIP_SECONDS,
+        silence_peak: float = SILENCE_PEAK,
     ) -> DecodeReport:
-        """Decode every file once, up front, and report which ones fail.
+        """Decode every file once, up front, check it, and report what is wrong, loudly.
 
         A bad file does not stop the loop: its reason is recorded and the rest continue. With
         ``directory=None`` nothing is kept (except in the memory LRU), so this only checks.
+        Cached files are read (memory-mapped) to measure their peak, not decoded again.
+
+        Every file ends up kept or left out (:attr:`DecodeReport.failed`):
+
+        * undecodable files are left out;
+        * clips shorter than ``min_seconds`` are left out (too short): their model inputs
+          would be almost all zero padding, yet still get a confident class;
+        * silent clips (peak at or below ``silence_peak``) are left out: there is nothing to
+          classify, and peak normalisation would scale their noise floor up to full scale;
+        * truncated WAV files (:func:`wav_truncation`) are kept with the frames present,
+          unless those are too short or silent.
+
+        Each group that is not empty gets one :class:`UserWarning` saying how many files, a
+        few of their names, and what to do.
 
         Parameters
         ----------
@@ -458,17 +611,79 @@ class DecodedAudioCache:
             Audio files.
         progress:
             Show a tqdm progress bar.
+        min_seconds:
+            Shortest clip kept, in seconds (0 keeps every decodable clip).
+        silence_peak:
+            Clips whose largest absolute sample is at or below this are silent (0 flags only
+            all-zero clips).
 
         Returns
         -------
         DecodeReport
-            Lengths of the readable files and reasons for the failed ones.
+            Lengths of the decoded files, the files left out and why, the truncated ones.
+
+        Raises
+        ------
+        OSError
+            A cache entry cannot be written (full disk, no permission); one line naming the
+            cache folder, nothing half-written left behind.
         """
         paths = [Path(path) for path in paths]
+        min_samples = math.ceil(min_seconds * self.sample_rate)
         report = DecodeReport()
         for path in tqdm(paths, desc="decoding audio", unit="file", disable=not progress):
             try:
-                report.lengths[path] = self.length(path)
+                audio = self._fetch(path, header_only=True)
             except AudioDecodeError as error:
                 report.failed[path] = error.reason
+                continue
+            length = report.lengths[path] = int(audio.shape[0])
+            # max/min instead of abs().max(): no temporary copy of a long (memory-mapped) clip.
+            peak = max(float(audio.max()), -float(audio.min()))
+            if length < min_samples:
+                report.failed[path] = report.too_short[path] = (
+                    f"too short: {length / self.sample_rate:.3f} s ({length} samples), "
+                    f"under {min_seconds:g} s"
+                )
+            elif peak <= silence_peak:
+                report.failed[path] = report.silent[path] = (
+                    f"silent: peak {peak:.2g} (at most {silence_peak:g})"
+                )
+            truncation = wav_truncation(path)
+            if truncation is not None:
+                report.truncated[path] = truncation
+        _warn_about(report, min_seconds, silence_peak)
         return report
+
+
+def _warn_about(report: DecodeReport, min_seconds: float, silence_peak: float) -> None:
+    """One warning per kind of problem in ``report`` (stack level: the caller of prepare)."""
+    problems = (
+        # Each decode error already says what to do with its file.
+        (report.undecodable, "cannot be decoded and are left out", ""),
+        (
+            report.too_short,
+            f"are shorter than {min_seconds:g} s and are left out",
+            "remove them, or pass a lower min_seconds to keep them",
+        ),
+        (
+            report.silent,
+            f"are silent (peak at most {silence_peak:g}) and are left out",
+            "check the recordings (a muted input, a wrong channel) or remove them",
+        ),
+        (
+            report.truncated,
+            "are truncated WAV files (the header declares more frames than the file holds); "
+            "the frames present are kept",
+            "re-download or re-export them",
+        ),
+    )
+    total = len(report.lengths) + len(report.undecodable)
+    for files, what, advice in problems:
+        if files:
+            warnings.warn(
+                f"{len(files)} of {total} audio files {what}: {name_some(files)}"
+                + (f"; {advice}" if advice else ""),
+                UserWarning,
+                stacklevel=3,
+            )

@@ -4,6 +4,10 @@
 ``(seed, epoch, index)`` so resumed runs see the same crops) and :class:`EvenChunkDataset`
 (evaluation: evenly spaced crops) read clips through an ``audio`` loader, normally a
 :class:`~audio_cnn.audio_io.DecodedAudioCache`, so files are decoded once, not per epoch.
+
+Chunk length and clip length must fit: when most clips are shorter than a chunk (zero
+padding) or a preset with longer chunks fits them (cropping away context), both datasets
+warn, with the preset to choose (:func:`chunk_fit_warning`, :func:`fitting_preset`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,17 @@ import torch
 from torch.utils.data import Dataset
 
 from audio_cnn.audio_io import AudioDecodeError, peak_normalize
-from audio_cnn.datasets import ClipRecord
+from audio_cnn.datasets import ClipRecord, name_some
+from audio_cnn.frontend import LogMelConfig
 
-__all__ = ["ChunkSummary", "EvenChunkDataset", "RandomChunkDataset", "even_chunk_starts"]
+__all__ = [
+    "ChunkSummary",
+    "EvenChunkDataset",
+    "RandomChunkDataset",
+    "chunk_fit_warning",
+    "even_chunk_starts",
+    "fitting_preset",
+]
 
 AudioLoader = Callable[[Path], np.ndarray]
 
@@ -68,6 +80,116 @@ def _check_chunking(chunk_samples: int, short: str, normalize: bool) -> int:
     return chunk_samples
 
 
+def _preset_chunks() -> dict[str, float]:
+    """Chunk length in seconds of each front-end preset, shortest first."""
+    chunks = {name: LogMelConfig.preset(name).chunk_seconds for name in LogMelConfig.PRESETS}
+    return dict(sorted(chunks.items(), key=lambda item: item[1]))
+
+
+def fitting_preset(median_seconds: float) -> str:
+    """The front-end preset whose chunks fit clips of this typical length.
+
+    That is the preset with the longest chunks no longer than ``median_seconds``, so the
+    median clip is never zero-padded; when every preset's chunks are longer, the one with
+    the shortest chunks. With the presets of :class:`~audio_cnn.frontend.LogMelConfig`:
+    ``"toy"`` (1 s chunks) below 3 s, ``"gtzan"`` (3 s chunks) from 3 s on.
+
+    Parameters
+    ----------
+    median_seconds:
+        Median clip duration in seconds.
+
+    Returns
+    -------
+    str
+        A name in ``LogMelConfig.PRESETS``.
+    """
+    chunks = _preset_chunks()
+    fitting = [name for name, seconds in chunks.items() if seconds <= median_seconds]
+    return fitting[-1] if fitting else next(iter(chunks))
+
+
+def chunk_fit_warning(
+    lengths: Sequence[float] | np.ndarray,
+    chunk_length: float,
+    *,
+    sample_rate: float | None,
+    short: str = "pad",
+) -> str | None:
+    """Say so when clips and chunks do not fit: most clips shorter than a chunk, or most
+    longer than the chunks of a preset that would fit them better.
+
+    Parameters
+    ----------
+    lengths:
+        Clip lengths, in samples at ``sample_rate`` (durations in seconds with
+        ``sample_rate=1``).
+    chunk_length:
+        Chunk length in the same unit.
+    sample_rate:
+        Hz; ``None`` when unknown: lengths are then told in samples, and no preset (whose
+        chunks are in seconds) can be suggested.
+    short:
+        What happens to clips shorter than a chunk: ``"pad"`` (zero-padded) or ``"skip"``
+        (left out), for the wording.
+
+    Returns
+    -------
+    str or None
+        The warning text (how many clips, by how much, and what to do), or ``None`` when
+        most clips fit.
+    """
+    lengths = np.asarray(lengths, dtype=float)
+    n = lengths.size
+    if n == 0:
+        return None
+    rate = 1.0 if sample_rate is None else float(sample_rate)
+
+    def shown(length: float) -> str:
+        return f"{length:.0f} samples" if sample_rate is None else f"{length / rate:.2f} s"
+
+    median = float(np.median(lengths))
+    # Presets name chunk lengths in seconds, so they can only be suggested at a known rate.
+    better = None if sample_rate is None else fitting_preset(median / rate)
+    better_chunk = None if better is None else _preset_chunks()[better] * rate
+    advice = (
+        ""
+        if better is None
+        else f"choose the preset whose chunks fit these clips: --preset {better} "
+        f"({shown(better_chunk)} chunks)"
+    )
+    short_clips = lengths[lengths < chunk_length]
+    if 2 * short_clips.size > n:
+        gap = float(np.median(chunk_length - short_clips))
+        fate = (
+            f"zero-padded by a median {shown(gap)} ({gap / chunk_length:.0%} of each chunk "
+            "is silence the model learns from)"
+            if short == "pad"
+            else "left out (short clips are skipped)"
+        )
+        if better_chunk is None:
+            advice = "use shorter chunks"
+        elif better_chunk >= chunk_length:
+            advice = (
+                "no preset has shorter chunks; set short_clips to 'skip' to leave the short "
+                "clips out, or use longer recordings"
+            )
+        return (
+            f"{short_clips.size} of {n} clips ({short_clips.size / n:.0%}) are shorter than "
+            f"the chunks of {shown(chunk_length)} and are {fate}; {advice}"
+        )
+    if better_chunk is None or better_chunk <= chunk_length:
+        return None
+    long_clips = int(np.count_nonzero(lengths >= better_chunk))
+    if 2 * long_clips <= n:
+        return None
+    return (
+        f"{long_clips} of {n} clips ({long_clips / n:.0%}) are at least {shown(better_chunk)} "
+        f"long (median {shown(median)}) but are cut into chunks of {shown(chunk_length)}: the "
+        f"model hears {chunk_length / median:.0%} of a typical clip at a time; {advice}"
+    )
+
+
 def _length_of(audio: AudioLoader, path: Path) -> int:
     """Length in samples; uses the loader's cheap ``length`` when it has one (the cache)."""
     length = getattr(audio, "length", None)
@@ -91,14 +213,15 @@ def _screen(
     chunk_samples: int,
     short: str,
     skip_unreadable: bool,
+    sample_rate: int | None,
 ) -> tuple[list[ClipRecord], list[int], int, int, dict[Path, str]]:
     """Drop unreadable clips (with a warning, or raise) and, with ``short="skip"``, too-short
-    ones.
+    ones; warn when most clips do not fit the chunks (:func:`chunk_fit_warning`).
 
     Returns kept clips, their lengths, the numbers padded and skipped, and the unreadable
     files with reasons.
     """
-    kept, lengths, padded, skipped = [], [], 0, 0
+    kept, lengths, readable, padded, skipped = [], [], [], 0, 0
     unreadable: dict[Path, str] = {}
     for clip in clips:
         try:
@@ -108,6 +231,7 @@ def _screen(
                 raise
             unreadable[clip.path] = error.reason
             continue
+        readable.append(length)
         if length < chunk_samples:
             if short == "skip":
                 skipped += 1
@@ -116,10 +240,8 @@ def _screen(
         kept.append(clip)
         lengths.append(length)
     if unreadable:
-        listing = "; ".join(f"{path}: {reason}" for path, reason in list(unreadable.items())[:5])
         warnings.warn(
-            f"skipping {len(unreadable)} unreadable audio files ({listing}"
-            f"{' ...' if len(unreadable) > 5 else ''})",
+            f"skipping {len(unreadable)} unreadable audio files ({name_some(unreadable)})",
             UserWarning,
             stacklevel=3,
         )
@@ -128,6 +250,9 @@ def _screen(
             f"no usable clips out of {len(clips)}: {len(unreadable)} unreadable, {skipped} "
             f"shorter than {chunk_samples} samples and skipped"
         )
+    misfit = chunk_fit_warning(readable, chunk_samples, sample_rate=sample_rate, short=short)
+    if misfit is not None:
+        warnings.warn(misfit, UserWarning, stacklevel=3)
     return kept, lengths, padded, skipped, unreadable
 
 
@@ -179,6 +304,9 @@ class RandomChunkDataset(Dataset):
         Non-negative base seed.
     short:
         Clips shorter than a chunk: ``"pad"`` with zeros at the end, or ``"skip"`` them.
+        Either way a :class:`UserWarning` says so when most clips are shorter than a chunk
+        (or much longer, see :func:`chunk_fit_warning`; seconds and presets are named when
+        ``audio`` has a ``sample_rate`` attribute, as the cache does).
     normalize:
         Divide by the whole clip's peak before cropping (:func:`peak_normalize`; silent
         clips stay silent).
@@ -220,8 +348,10 @@ class RandomChunkDataset(Dataset):
         self.normalize = normalize
         self.waveform_transform = waveform_transform
         self.epoch = 0
+        # The cache knows its rate; then the fit warning can speak seconds and presets.
+        rate = getattr(audio, "sample_rate", None)
         self.clips, _, padded, skipped, self.unreadable = _screen(
-            clips, audio, self.chunk_samples, short, skip_unreadable
+            clips, audio, self.chunk_samples, short, skip_unreadable, rate
         )
         self.summary = ChunkSummary(
             len(self.clips), len(self.clips), padded, skipped, len(self.unreadable)
@@ -356,7 +486,7 @@ class EvenChunkDataset(Dataset):
         self.audio = audio
         self.normalize = normalize
         self.clips, lengths, padded, skipped, self.unreadable = _screen(
-            clips, audio, self.chunk_samples, short, skip_unreadable
+            clips, audio, self.chunk_samples, short, skip_unreadable, sample_rate
         )
         starts = [
             even_chunk_starts(length, self.chunk_samples, n_chunks, span_samples)

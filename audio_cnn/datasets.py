@@ -3,7 +3,11 @@
 Two layers, each usable on its own (chunking into model inputs is :mod:`audio_cnn.chunks`):
 
 * clip lists — :class:`AudioFolder` (one folder per class) and :class:`GTZAN` list
-  :class:`ClipRecord` s (path, label, track id) without decoding anything;
+  :class:`ClipRecord` s (path, label, track id) without decoding anything. Folders are
+  scanned the same way in both (see :class:`AudioFolder`): linked folders are never
+  followed, a linked file only when it lies in the same class folder, every file counts
+  once, and whatever is left out (links, duplicates, unreadable subfolders) is warned
+  about;
 * splits — :func:`load_split_lists` reads train/val/test lists, :func:`make_splits` and the
   GTZAN folds generate them, always stratified by class and grouped by track, so the clips
   (and chunks) of one track never land in two splits;
@@ -11,12 +15,13 @@ Two layers, each usable on its own (chunking into model inputs is :mod:`audio_cn
 
 from __future__ import annotations
 
+import errno
 import operator
 import os
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -81,18 +86,150 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _scan_audio(folder: Path, extensions: Sequence[str]) -> list[Path]:
-    """Audio files below ``folder`` (recursively, hidden files and folders skipped), sorted."""
+def name_some(reasons: Mapping[Path, str], limit: int = 5) -> str:
+    """``"a.wav: why; b.wav: why ... (and 3 more)"``: the first ``limit`` entries, for
+    warnings and errors that must name files without flooding the terminal."""
+    shown = "; ".join(f"{path}: {reason}" for path, reason in list(reasons.items())[:limit])
+    return shown + (f" ... (and {len(reasons) - limit} more)" if len(reasons) > limit else "")
+
+
+@dataclass
+class _Scan:
+    """What scanning class folders found and left out."""
+
+    files: list[list[Path]] = field(default_factory=list)
+    """Audio files of each class folder, sorted."""
+    skipped: dict[Path, str] = field(default_factory=dict)
+    """Links and duplicates left out, with the reason."""
+    unreadable: dict[Path, str] = field(default_factory=dict)
+    """Subfolders that could not be listed, with the system's reason."""
+
+
+def _follow_link(link: Path, home: Path, suffixes: set[str], scan: _Scan) -> Path | None:
+    """The resolved target of ``link`` when it may be followed (an audio file inside
+    ``home``, the resolved class folder); otherwise ``None``, with the reason recorded in
+    ``scan.skipped`` (links with a non-audio name are ignored like other non-audio files)."""
+    try:
+        target = link.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        scan.skipped[link] = "a link that cannot be resolved (a loop of links)"
+        return None
+    if target.is_dir():
+        scan.skipped[link] = f"a link to the folder {target}; linked folders are not followed"
+        return None
+    if link.suffix.lower() not in suffixes:
+        return None
+    if not target.exists():
+        scan.skipped[link] = f"a broken link (to {target})"
+        return None
+    if not target.is_relative_to(home):
+        scan.skipped[link] = f"a link to {target}, outside its class folder"
+        return None
+    return target
+
+
+def _scan_audio(folder: Path, suffixes: set[str], scan: _Scan) -> list[Path]:
+    """Audio files below ``folder`` (recursively; hidden files and folders, linked folders,
+    and links leaving ``folder`` skipped; each file once), sorted; what is left out goes
+    into ``scan``.
+
+    Raises ``OSError`` naming ``folder`` when ``folder`` itself cannot be listed.
+    """
+    home = folder.resolve()
+    candidates: list[tuple[bool, Path, Path]] = []  # (is a link, path, resolved path)
+    pending = [folder]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError as error:
+            if directory == folder:
+                raise OSError(
+                    error.errno or errno.EIO,
+                    f"class folder {folder} cannot be read ({error.strerror or error}); fix its "
+                    f"permissions (e.g. chmod -R u+rX '{folder}') or remove the folder",
+                ) from error
+            scan.unreadable[directory] = error.strerror or str(error)
+            continue
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                target = _follow_link(path, home, suffixes, scan)
+                if target is not None:
+                    candidates.append((True, path, target))
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif path.suffix.lower() in suffixes:
+                # No link lies between folder and this file, so this is its resolved path.
+                candidates.append((False, path, home / path.relative_to(folder)))
+    first_of: dict[Path, Path] = {}
+    for _, path, target in sorted(candidates):  # real files before links to them
+        first = first_of.setdefault(target, path)
+        if first != path:
+            scan.skipped[path] = f"the same file as {first}, counted once"
+    return sorted(first_of.values())
+
+
+def _check_distinct(folders: Sequence[Path]) -> None:
+    """Class folders must not be, or contain, one another (a linked class folder could):
+    their clips would carry two labels."""
+    resolved = [folder.resolve() for folder in folders]
+    for i, (folder, real) in enumerate(zip(folders, resolved, strict=True)):
+        for other, other_real in zip(folders[i + 1 :], resolved[i + 1 :], strict=True):
+            if real.is_relative_to(other_real) or other_real.is_relative_to(real):
+                raise ValueError(
+                    f"class folders {folder} and {other} overlap (they resolve to {real} and "
+                    f"{other_real}), so their clips would have two labels; remove the link "
+                    "that makes one reach the other"
+                )
+
+
+def _relative(reasons: Mapping[Path, str], root: Path) -> dict[Path, str]:
+    """The same entries keyed by paths relative to ``root``, for shorter messages."""
+    return {path.relative_to(root): reason for path, reason in reasons.items()}
+
+
+def _scan_classes(
+    root: Path, folders: Sequence[Path], extensions: Sequence[str], *, allow_empty: bool
+) -> _Scan:
+    """Scan every class folder; warn about what is left out (stack level: the caller of the
+    dataset's constructor); raise on an empty class folder unless ``allow_empty``."""
+    _check_distinct(folders)
     suffixes = {extension.lower() for extension in extensions}
-    found = []
-    for directory, subdirectories, files in os.walk(folder, followlinks=True):
-        subdirectories[:] = [name for name in subdirectories if not _is_hidden(name)]
-        found += [
-            Path(directory, name)
-            for name in files
-            if not _is_hidden(name) and Path(name).suffix.lower() in suffixes
-        ]
-    return sorted(found)
+    scan = _Scan()
+    for folder in folders:
+        files = _scan_audio(folder, suffixes, scan)
+        if not files and not allow_empty:
+            raise _empty_class_error(folder, extensions, scan.skipped)
+        scan.files.append(files)
+    # Directory listings come in no particular order; reports must not depend on it.
+    scan.skipped = dict(sorted(scan.skipped.items()))
+    scan.unreadable = dict(sorted(scan.unreadable.items()))
+    if scan.skipped:
+        count = len(scan.skipped)
+        names = name_some(_relative(scan.skipped, root))
+        warnings.warn(
+            f"left out {count} linked or duplicate {'entry' if count == 1 else 'entries'} "
+            f"under {root}: {names}; links are followed only to files inside the same class "
+            "folder and every file counts once; copy the files into their class folder (or "
+            "link a whole class folder) to include them",
+            UserWarning,
+            stacklevel=3,
+        )
+    if scan.unreadable:
+        count = len(scan.unreadable)
+        names = name_some(_relative(scan.unreadable, root))
+        warnings.warn(
+            f"{count} {'folder' if count == 1 else 'folders'} under {root} cannot be read, so "
+            f"the audio files in them are left out: {names}; fix the permissions (e.g. chmod "
+            "-R u+rX) or move the files",
+            UserWarning,
+            stacklevel=3,
+        )
+    return scan
 
 
 def _check_root(root: PathLike) -> Path:
@@ -104,10 +241,19 @@ def _check_root(root: PathLike) -> Path:
     return path
 
 
-def _empty_class_error(folder: Path, extensions: Sequence[str]) -> FileNotFoundError:
+def _empty_class_error(
+    folder: Path, extensions: Sequence[str], skipped: Mapping[Path, str]
+) -> FileNotFoundError:
+    links = {path: why for path, why in skipped.items() if path.is_relative_to(folder)}
+    left_out = (
+        f" (left out: {name_some(links, 3)}; links are followed only to files inside the "
+        "same class folder)"
+        if links
+        else ""
+    )
     return FileNotFoundError(
-        f"class folder {folder} contains no audio files ({', '.join(extensions)}); add files, "
-        "remove the folder, or pass allow_empty=True"
+        f"class folder {folder} contains no audio files ({', '.join(extensions)}){left_out}; "
+        "add files, remove the folder, or pass allow_empty=True"
     )
 
 
@@ -117,6 +263,20 @@ class AudioFolder:
     Classes are the sorted names of the non-hidden subfolders of ``root``; a top-level
     ``splits/`` folder is not a class (it holds split lists, see :meth:`splits`). Clips are
     found recursively inside each class folder; hidden files and folders are ignored.
+
+    Links and unreadable folders never change the data silently:
+
+    * a class folder may itself be a link, but no two class folders may resolve to the same
+      folder or one inside the other (``ValueError``): their clips would carry two labels;
+    * links to folders inside a class folder are not followed (a link to a parent folder
+      would list its files again, a link to a sibling class would relabel them);
+    * a linked file is followed only when it resolves inside the same class folder, and
+      every file is listed once (a real file before the links to it, then by path);
+    * a subfolder that cannot be listed is left out, while a class folder that cannot be
+      listed is an ``OSError`` (training without the class would change the label set).
+
+    What is left out is listed in :attr:`skipped` and :attr:`unreadable_folders` and told in
+    one warning each.
 
     Parameters
     ----------
@@ -137,6 +297,10 @@ class AudioFolder:
         Class name to label.
     clips:
         All clips, by class, then by path.
+    skipped:
+        Links and duplicate files left out, with the reason.
+    unreadable_folders:
+        Subfolders of class folders that could not be listed, with the system's reason.
 
     Raises
     ------
@@ -144,6 +308,10 @@ class AudioFolder:
         ``root`` is missing, has no class subfolders, or a class folder has no audio files.
     NotADirectoryError
         ``root`` is a file.
+    ValueError
+        Two class folders resolve to the same folder or one inside the other.
+    OSError
+        A class folder cannot be listed (e.g. no permission); the message names it.
     """
 
     def __init__(
@@ -166,15 +334,13 @@ class AudioFolder:
             )
         self.classes = [folder.name for folder in class_folders]
         self.class_to_idx = {name: label for label, name in enumerate(self.classes)}
-        self.clips: list[ClipRecord] = []
-        for label, folder in enumerate(class_folders):
-            files = _scan_audio(folder, extensions)
-            if not files and not allow_empty:
-                raise _empty_class_error(folder, extensions)
-            self.clips += [
-                ClipRecord(path, label, path.relative_to(self.root).with_suffix("").as_posix())
-                for path in files
-            ]
+        scan = _scan_classes(self.root, class_folders, extensions, allow_empty=allow_empty)
+        self.skipped, self.unreadable_folders = scan.skipped, scan.unreadable
+        self.clips: list[ClipRecord] = [
+            ClipRecord(path, label, path.relative_to(self.root).with_suffix("").as_posix())
+            for label, files in enumerate(scan.files)
+            for path in files
+        ]
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -215,10 +381,12 @@ class AudioFolder:
         for name, paths in lists.items():
             strangers = [path for path in paths if path not in by_path]
             if strangers:
+                why = self.skipped.get(strangers[0])
                 raise ValueError(
                     f"{self.root / 'splits' / name}.txt lists {len(strangers)} files that are "
-                    f"not clips of this dataset, e.g. {strangers[0]}; list only audio files "
-                    "inside class folders"
+                    f"not clips of this dataset, e.g. {strangers[0]}"
+                    f"{'' if why is None else f' ({why})'}; list only audio files inside "
+                    "class folders"
                 )
             splits[name] = [by_path[path] for path in paths]
         _check_disjoint_tracks(splits)
@@ -452,6 +620,10 @@ class GTZAN:
     3-5 train (60 % / 20 % / 20 %). ``test_fold=None`` reproduces the reference exactly:
     train on folds 2-5, validate on fold 1, no test split.
 
+    Genre folders are scanned like the class folders of :class:`AudioFolder` (links,
+    duplicates and unreadable folders are handled and reported the same way, see
+    :attr:`skipped` and :attr:`unreadable_folders`).
+
     Files are only listed here, not decoded. Unreadable files (GTZAN's ``jazz.00054.wav``
     is a known one) are skipped with a warning and counted by the chunking datasets, so they
     never abort a run.
@@ -474,7 +646,7 @@ class GTZAN:
     ----------
     root:
         The genre folder actually used.
-    classes, class_to_idx, clips:
+    classes, class_to_idx, clips, skipped, unreadable_folders:
         As in :class:`AudioFolder`.
     folds:
         ``folds[k]`` are the clips of fold ``k + 1``; ``None`` with fixed split lists.
@@ -492,12 +664,14 @@ class GTZAN:
     ) -> None:
         self.root = _gtzan_genre_folder(_check_root(root))
         self._set_classes()
-        self.clips: list[ClipRecord] = []
-        for label, genre in enumerate(self.classes):
-            files = _scan_audio(self.root / genre, AUDIO_EXTENSIONS)
-            if not files:
-                raise _empty_class_error(self.root / genre, AUDIO_EXTENSIONS)
-            self.clips += [ClipRecord(path, label, path.stem) for path in files]
+        folders = [self.root / genre for genre in self.classes]
+        scan = _scan_classes(self.root, folders, AUDIO_EXTENSIONS, allow_empty=False)
+        self.skipped, self.unreadable_folders = scan.skipped, scan.unreadable
+        self.clips: list[ClipRecord] = [
+            ClipRecord(path, label, path.stem)
+            for label, files in enumerate(scan.files)
+            for path in files
+        ]
         self._tracks: dict[str, list[ClipRecord]] = defaultdict(list)
         for clip in self.clips:
             self._tracks[clip.track_id].append(clip)

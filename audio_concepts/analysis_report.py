@@ -109,20 +109,31 @@ def build_report(
                 "inputs": entry["n"],
             }
         )
-    overview.table(rows, caption="Patch flipping (lower AUPC is better) and concept recovery")
-    per_class = []
-    for method, entry in summary["methods"].items():
-        for name in state.class_names:
-            per_class.append(
-                {
-                    "method": method,
-                    "class": name,
-                    "AUPC": entry["aupc_per_class"].get(name),
-                    "recovery": (entry["recovery_per_class"] or {}).get(name),
-                    "chance": (entry["chance_per_class"] or {}).get(name),
-                }
-            )
-    overview.table(per_class, caption="Per class")
+    overview.table(
+        rows,
+        caption="Patch flipping (normalised AUPC: lower is better within [0, 1]) and concept "
+        "recovery (higher is better; chance: one concept holding everything)",
+    )
+    note = _aupc_note(summary)
+    if note is not None:
+        overview.paragraph(note)
+    methods = summary["methods"]
+    overview.table(
+        [
+            {
+                "class": name,
+                **{m: entry["aupc_per_class"].get(name) for m, entry in methods.items()},
+            }
+            for name in state.class_names
+        ],
+        caption="Normalised AUPC per class (columns: methods; mean over the class's inputs "
+        "and the seeds)",
+    )
+    recovery = _recovery_per_class(methods, state.class_names)
+    if recovery is not None:
+        overview.table(
+            recovery, caption="Concept recovery per class, each method with its chance level"
+        )
     overview.figure(workspace.evaluation_dir / "flipping.png", "Mean normalised flipping curves")
     if extra_sections is not None:
         media.mkdir(parents=True, exist_ok=True)
@@ -167,7 +178,7 @@ def build_report(
         distribution, f"Share of relevance per concept ({method}, {SPLIT_NAMES[split]} chunks)"
     )
     traces = {
-        f"{m} · {name}": [subspaces[(m, s)][label].objective_trace_ for s in config.method_seeds(m)]
+        (m, name): [subspaces[(m, s)][label].objective_trace_ for s in config.method_seeds(m)]
         for m in config.methods
         if m in ("drsa", "dsa")
         for label, name in enumerate(state.class_names)
@@ -175,7 +186,11 @@ def build_report(
     if traces:
         trace_png = media / "objective.png"
         plot_objective_trace(traces, trace_png)
-        figures.figure(trace_png, "Objective per iteration (one line per class and seed)")
+        figures.figure(
+            trace_png,
+            "Objective per iteration: colour marks the class, line style the method; one line "
+            "per seed",
+        )
     steps.update()
 
     report.section("Settings").settings(
@@ -199,7 +214,10 @@ _EXPLANATION_TEXT = (
     "(round robin or union), and tracks the true class's score; the AUPC is the area under "
     "the score, normalised by the unperturbed score, against the true fraction of area "
     "removed. Lower means the heatmaps locate evidence more faithfully; the standard row "
-    "uses the single LRP heatmap. Inputs with a non-positive initial score are excluded.",
+    "uses the single LRP heatmap. Inputs with a non-positive initial score are excluded. "
+    "The normalised AUPC is 1 if removing patches never lowers the score; a value below 0 "
+    "or above 1 means the score crossed zero or rose while evidence was removed, and there "
+    "'lower is better' no longer holds.",
     "Concept recovery (synthetic data only) asks whether concepts separate the known sound "
     "objects: for clips with two or more objects, each object's positive relevance is split "
     "over the concepts, objects are matched one-to-one to concepts, and the matched shares "
@@ -208,6 +226,45 @@ _EXPLANATION_TEXT = (
     "These numbers describe this model, layer and K on this data; they are measurements, "
     "not guarantees, and small test sets give wide error bars.",
 )
+
+
+def _aupc_note(summary: dict[str, Any]) -> str | None:
+    """What AUPCs outside [0, 1] mean, if the summary has any (class means or per class)."""
+    values = [
+        value
+        for entry in summary["methods"].values()
+        for value in (entry["aupc"], entry["aupc_pooled"], *entry["aupc_per_class"].values())
+        if value is not None
+    ]
+    if all(0.0 <= value <= 1.0 for value in values):
+        return None
+    return (
+        f"Some normalised AUPCs lie outside [0, 1] (from {min(values):.2f} to "
+        f"{max(values):.2f}). The normalised AUPC is the area under the true class's score, "
+        "divided by its unperturbed value, against the fraction of the input removed: 1 if "
+        "removing patches never lowered the score, near 0 if it fell to zero at once. Below "
+        "0, the score crossed zero and turned negative while evidence was removed; above 1, "
+        "it rose above its starting value. 'Lower is better' holds only within [0, 1]: a "
+        "value below 0 says the score went negative, not that the heatmap is better than "
+        "one scoring 0, so compare such methods and classes on their curves."
+    )
+
+
+def _recovery_per_class(
+    methods: dict[str, Any], class_names: Sequence[str]
+) -> list[dict[str, Any]] | None:
+    """One row per class: each method's recovery and chance level; ``None`` if none has any."""
+    rows = []
+    for name in class_names:
+        row: dict[str, Any] = {"class": name}
+        for method, entry in methods.items():
+            if entry["recovery_per_class"] is not None:
+                row[method] = entry["recovery_per_class"].get(name)
+                row[f"{method} chance"] = entry["chance_per_class"].get(name)
+        rows.append(row)
+    if all(value is None for row in rows for key, value in row.items() if key != "class"):
+        return None
+    return rows
 
 
 def _class_panels(

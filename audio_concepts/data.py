@@ -131,10 +131,24 @@ class AudioData:
     # ----- chunks and inputs ------------------------------------------------------------------
 
     def chunks(self, clips: Sequence[ClipRecord], n_chunks: int) -> EvenChunkDataset:
-        """``n_chunks`` evenly spaced model-length chunks of each clip's first 29 s."""
+        """``n_chunks`` evenly spaced model-length chunks of each clip's first 29 s.
+
+        The clips are decoded and checked first (:meth:`DecodedAudioCache.prepare
+        <audio_cnn.audio_io.DecodedAudioCache.prepare>`): undecodable, too short or silent
+        clips are left out with a warning that counts them, as in training.
+
+        Raises
+        ------
+        ValueError
+            If no clip is left.
+        """
+        report = self.cache.prepare([clip.path for clip in clips], progress=False)
+        kept = [clip for clip in clips if clip.path not in report.failed]
+        if clips and not kept:
+            raise ValueError(f"none of the {len(clips)} clips could be used: {report}")
         frontend = self.model.frontend
         return EvenChunkDataset(
-            clips,
+            kept,
             self.cache,
             frontend.chunk_samples,
             n_chunks=n_chunks,

@@ -13,6 +13,10 @@ mel-spaced). Heatmaps use a diverging colour map centred at 0 (red: positive rel
 negative).
 
 Names of concept maps are 1-based for readers: ``concept 1`` is ``heatmaps[0]``.
+
+Text passed in (titles, class, clip, concept and method names) is drawn as it is: a ``$``
+never starts matplotlib's mathtext, so a class called ``a$x^$`` is shown as ``a$x^$``
+instead of failing to draw.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
+from matplotlib.lines import Line2D
 from numpy.typing import ArrayLike
 
 from atomic_io import atomic_path
@@ -48,6 +54,8 @@ PathLike = str | os.PathLike[str]
 _LOGMEL_LABEL = "log10 mel magnitude"
 _RELEVANCE_LABEL = "relevance"
 _PANEL = 2.3  # inches per spectrogram panel
+# Line styles of the groups of plot_objective_trace (e.g. methods), one each.
+_LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 4)))
 
 
 def plot_spectrogram(
@@ -96,7 +104,7 @@ def plot_spectrogram(
         figure = ax.figure
     shown = _draw(ax, image, logmel, cmap=cmap)
     if title is not None:
-        ax.set_title(title)
+        ax.set_title(_literal(title))
     if colorbar:
         figure.colorbar(shown, ax=ax, label=_LOGMEL_LABEL)
     if path is not None:
@@ -168,7 +176,7 @@ def plot_concept_grid(
     for i in range(n):
         axes = grid[i]
         shown = _draw(axes[0], images[i], logmel, cmap="magma")
-        axes[0].set_title(rows[i])
+        axes[0].set_title(_literal(rows[i]))
         figure.colorbar(shown, ax=axes[0], label=_LOGMEL_LABEL)
         total = float(scores[i].sum())
         panels = [("standard", maps[i].sum(axis=0), f"R = {total:.3g}")]
@@ -177,14 +185,14 @@ def plot_concept_grid(
         for ax, (name, heatmap, note) in zip(axes[1:], panels, strict=True):
             bound = limit if shared_scale else _limit(heatmap)
             shown = _draw(ax, heatmap, logmel, cmap=cmap, vmin=-bound, vmax=bound)
-            ax.set_title(f"{name} · {note}")
+            ax.set_title(f"{_literal(name)} · {note}")
             if not shared_scale:
                 figure.colorbar(shown, ax=ax)
         if shared_scale:
             figure.colorbar(shown, ax=list(axes[1:]), label=_RELEVANCE_LABEL)
     _outer_labels(grid)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(_literal(title))
     if path is not None:
         _save(figure, path, dpi)
     return figure
@@ -213,8 +221,10 @@ def plot_concept_prototypes(
     with the concept's heatmap over it (red: positive, blue: negative; opacity
     ``sqrt(|relevance| / max)``, so faint relevance stays visible), titled with the clip's
     name and the concept's share ``R_k / Σ_j R_j`` of the input's relevance (``R = R_k``
-    when the total is not positive). Heatmaps of a row share one symmetric colour range and
-    colour bar.
+    when the total is not positive), e.g. ``"clip_07.wav · 31 %"``; a name too long for its
+    panel is shortened in the middle (``"speaker_…_take_07.wav · 31 %"``), so titles never
+    run into each other. Heatmaps of a row share one symmetric colour range and colour
+    bar.
 
     Parameters
     ----------
@@ -264,19 +274,23 @@ def plot_concept_prototypes(
     columns = ranked.shape[1]
     figure = _figure(_PANEL * columns + 1.2, _PANEL * rows + (0.4 if title else 0))
     grid = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    titles = []
     for k in range(rows):
         limit = max(_limit(maps[i, k]) for i in ranked[k])
         for ax, i in zip(grid[k], ranked[k], strict=True):
             _draw(ax, images[i], logmel, cmap="Greys")
             alpha = np.sqrt(np.clip(np.abs(maps[i, k]) / limit, 0.0, 1.0))
             shown = _draw(ax, maps[i, k], logmel, cmap=cmap, vmin=-limit, vmax=limit, alpha=alpha)
-            ax.set_title(f"{clips[i]} · {_share(scores[i, k], totals[i])}", fontsize=8)
+            note = _share(scores[i, k], totals[i])
+            ax.set_title(f"{_literal(clips[i])} · {note}", fontsize=8)
+            titles.append((ax, clips[i], note))
         figure.colorbar(shown, ax=list(grid[k]), label=_RELEVANCE_LABEL)
     _outer_labels(grid)
     for k in range(rows):
-        grid[k, 0].set_ylabel(f"{names[k]}\nfrequency (Hz)")
+        grid[k, 0].set_ylabel(f"{_literal(names[k])}\nfrequency (Hz)")
     if title:
-        figure.suptitle(title)
+        figure.suptitle(_literal(title))
+    _fit_titles(figure, titles)
     if path is not None:
         _save(figure, path, dpi)
     return figure
@@ -366,7 +380,7 @@ def plot_concept_distribution(
         data = shares[classes_valid == c]
         left_out = int(np.sum(classes == c) - data.shape[0])
         note = f"n = {data.shape[0]}" + (f", {left_out} with R ≤ 0 left out" if left_out else "")
-        ax.set_title(f"{class_name}\n({note})", fontsize=9)
+        ax.set_title(f"{_literal(class_name)}\n({note})", fontsize=9)
         ax.axhline(0, color="grey", linewidth=0.8)
         if data.shape[0]:
             _distribution(ax, data, positions, kind)
@@ -374,20 +388,21 @@ def plot_concept_distribution(
             ax.scatter(positions + offsets, data, s=6, color="black", alpha=0.4, zorder=3)
         else:
             ax.text(0.5, 0.5, "no inputs", transform=ax.transAxes, ha="center", va="center")
-        ax.set_xticks(positions, names, rotation=45, ha="right")
+        ax.set_xticks(positions, [_literal(n) for n in names], rotation=45, ha="right")
         ax.set_xlim(0.4, len(names) + 0.6)
         ax.grid(axis="y", alpha=0.3)
     for ax in grid[::n_cols]:
         ax.set_ylabel("share of relevance (%)")
     if title:
-        figure.suptitle(title)
+        figure.suptitle(_literal(title))
     if path is not None:
         _save(figure, path, dpi)
     return figure
 
 
 def plot_objective_trace(
-    traces: Mapping[str, ArrayLike | Sequence[ArrayLike]],
+    traces: Mapping[str, ArrayLike | Sequence[ArrayLike]]
+    | Mapping[tuple[str, str], ArrayLike | Sequence[ArrayLike]],
     path: PathLike | None = None,
     *,
     log_x: bool = False,
@@ -398,12 +413,19 @@ def plot_objective_trace(
 ) -> Figure:
     """Objective value against iteration, one line per estimator and restart.
 
+    All lines of one name share its colour (restarts included); names get distinct colours.
+    The legend stands beside the axes, so it never hides a curve.
+
     Parameters
     ----------
     traces:
-        Estimator (or solver) name → its objective per iteration: one trace ``(iterations,)``,
-        several restarts ``(restarts, iterations)``, or a sequence of 1-D traces of different
-        lengths. Iteration ``i`` (1-based) is ``trace[i - 1]``. NaN leaves a gap.
+        Name → its objective per iteration: one trace ``(iterations,)``, several restarts
+        ``(restarts, iterations)``, or a sequence of 1-D traces of different lengths.
+        Iteration ``i`` (1-based) is ``trace[i - 1]``. NaN leaves a gap. Names are either
+        all strings (e.g. estimators; the legend lists each with its number of restarts) or
+        all ``(group, name)`` pairs such as ``(method, class)``: the colour then marks the
+        name and the line style the group (at most six groups), and the legend lists each
+        name once and each group once, however many pairs there are.
     path:
         Save the figure there as a PNG (atomically); default: do not save.
     log_x, log_y:
@@ -419,33 +441,39 @@ def plot_objective_trace(
     """
     if not traces:
         raise ValueError("traces is empty: pass at least one name → objective values")
-    lines = {name: _restarts(name, value) for name, value in traces.items()}
+    lines = {key: _restarts(key, value) for key, value in traces.items()}
     if log_y and any(bool(np.any(t[np.isfinite(t)] <= 0)) for ts in lines.values() for t in ts):
         raise ValueError("log_y needs positive objective values; plot with log_y=False")
+    styles, legend = _trace_styles(lines)
 
-    figure = _figure(6.0, 4.0)
+    figure = _figure(7.5, 4.0)
     ax = figure.add_subplot()
-    for index, (name, restarts) in enumerate(lines.items()):
-        colour = f"C{index % 10}"
-        for r, trace in enumerate(restarts):
-            label = name if len(restarts) == 1 else f"{name} ({len(restarts)} restarts)"
+    for key, restarts in lines.items():
+        for trace in restarts:
             ax.plot(
                 np.arange(1, trace.size + 1),
                 trace,
-                color=colour,
+                **styles[key],
                 alpha=1.0 if len(restarts) == 1 else 0.6,
                 linewidth=1.2,
-                label=label if r == 0 else None,
             )
-    ax.set(xlabel="iteration", ylabel=ylabel)
+    ax.set(xlabel="iteration", ylabel=_literal(ylabel))
     if log_x:
         ax.set_xscale("log")
     if log_y:
         ax.set_yscale("log")
     if title:
-        ax.set_title(title)
+        ax.set_title(_literal(title))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # Beside the axes (constrained layout makes room): inside, a dozen entries hide curves.
+    ax.legend(
+        handles=legend,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        fontsize=8,
+        ncols=1 + (len(legend) - 1) // 18,
+    )
     if path is not None:
         _save(figure, path, dpi)
     return figure
@@ -480,6 +508,96 @@ def _draw(ax: Axes, image: np.ndarray, logmel: LogMelFrontend, **style: object) 
     ax.set_yticks(bands, [f"{f:.0f}" for f in frequencies])
     ax.set(xlabel="time (s)", ylabel="frequency (Hz)")
     return shown
+
+
+def _literal(text: str) -> str:
+    """``text`` escaped so that matplotlib draws it as it is, never as mathtext.
+
+    Only an unescaped ``$`` starts mathtext (where ``^``, ``_`` and ``\\`` are special);
+    ``\\$`` is drawn as ``$``.
+    """
+    return text.replace("$", r"\$")
+
+
+def _fit_titles(figure: Figure, titles: Sequence[tuple[Axes, str, str]]) -> None:
+    """Shorten each ``name · note`` axes title that is wider than its axes.
+
+    The middle of the name gives way to "…" (clip names differ at their ends). A title no
+    wider than its axes cannot reach the next axes' title.
+    """
+    figure.draw_without_rendering()  # constrained layout sizes the axes
+    renderer = figure.canvas.get_renderer()
+    for ax, name, note in titles:
+        room = ax.get_window_extent(renderer).width
+        width = ax.title.get_window_extent(renderer).width
+        keep = len(name)
+        while width > room and keep > 1:
+            # Cut in proportion to the excess (the note's width makes it an underestimate).
+            keep = max(1, min(keep - 1, int(keep * room / width)))
+            ax.title.set_text(f"{_literal(_ellipsize(name, keep))} · {note}")
+            width = ax.title.get_window_extent(renderer).width
+
+
+def _ellipsize(text: str, keep: int) -> str:
+    """``text`` with its middle replaced by "…" so that ``keep`` of its characters remain."""
+    if keep >= len(text):
+        return text
+    head = (keep + 1) // 2
+    return f"{text[:head]}…{text[len(text) - (keep - head) :]}"
+
+
+def _trace_styles(
+    lines: Mapping[str | tuple[str, str], list[np.ndarray]],
+) -> tuple[dict[str | tuple[str, str], dict[str, object]], list[Line2D]]:
+    """Colour and line style of each trace name, and the legend's entries.
+
+    String names get a colour each; ``(group, name)`` pairs a colour per name and a line
+    style per group, with one legend entry per name (its colour) and per group (its style).
+    """
+    keys = list(lines)
+    if all(isinstance(key, str) for key in keys):
+        colours = dict(zip(keys, _colours(len(keys)), strict=True))
+        legend = [
+            Line2D([], [], color=colours[key], label=_literal(_restarts_label(key, lines[key])))
+            for key in keys
+        ]
+        return {key: {"color": colours[key]} for key in keys}, legend
+    if not all(
+        isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)
+        for key in keys
+    ):
+        raise ValueError(
+            f"trace names must be all strings or all (group, name) pairs of strings, got {keys}"
+        )
+    groups = list(dict.fromkeys(group for group, _ in keys))
+    names = list(dict.fromkeys(name for _, name in keys))
+    if len(groups) > len(_LINE_STYLES):
+        raise ValueError(
+            f"{len(groups)} groups of traces but only {len(_LINE_STYLES)} line styles; "
+            "plot fewer groups per figure"
+        )
+    colours = dict(zip(names, _colours(len(names)), strict=True))
+    dashes = dict(zip(groups, _LINE_STYLES, strict=False))  # fewer groups than styles
+    legend = [Line2D([], [], color=colours[name], label=_literal(name)) for name in names]
+    legend += [
+        Line2D([], [], color="black", linestyle=dashes[group], label=_literal(group))
+        for group in groups
+    ]
+    styles = {key: {"color": colours[key[1]], "linestyle": dashes[key[0]]} for key in keys}
+    return styles, legend
+
+
+def _restarts_label(name: str, restarts: list[np.ndarray]) -> str:
+    return name if len(restarts) == 1 else f"{name} ({len(restarts)} restarts)"
+
+
+def _colours(count: int) -> list[tuple[float, ...]]:
+    """``count`` distinct colours: tab10's, then their light shades, then a spectrum."""
+    if count <= 20:
+        # tab20 pairs a dark and a light shade of each hue; the dark ones are tab10.
+        shades = colormaps["tab20"].colors
+        return [*shades[0::2], *shades[1::2]][:count]
+    return [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, count)]
 
 
 def _outer_labels(grid: np.ndarray) -> None:
@@ -628,7 +746,9 @@ def _labels(
     return labels
 
 
-def _restarts(name: str, value: ArrayLike | Sequence[ArrayLike]) -> list[np.ndarray]:
+def _restarts(
+    name: str | tuple[str, str], value: ArrayLike | Sequence[ArrayLike]
+) -> list[np.ndarray]:
     """One or more 1-D traces from a 1-D array, a 2-D array or a list of 1-D arrays."""
     array = np.asarray(value, dtype=object if _ragged(value) else np.float64)
     if array.dtype == object:
@@ -694,16 +814,17 @@ def plot_flipping_curves(
     ax = figure.add_subplot()
     for method, (fractions, normalized) in curves.items():
         if normalized.shape[0] == 0:
-            ax.plot([], [], label=f"{method} (no valid inputs)")
+            ax.plot([], [], label=f"{_literal(method)} (no valid inputs)")
             continue
         row = rows[method]
-        label = f"{method} (AUPC {row.mean:.3f} ± {row.sem:.3f}, n={row.n})"
+        label = f"{_literal(method)} (AUPC {row.mean:.3f} ± {row.sem:.3f}, n={row.n})"
         mean = normalized.mean(axis=0)
         (line,) = ax.plot(fractions, mean, label=label)
         if normalized.shape[0] > 1:
             _, sem = mean_sem(normalized, axis=0)
             ax.fill_between(fractions, mean - sem, mean + sem, color=line.get_color(), alpha=0.25)
-    ax.set(xlabel="fraction of area removed", ylabel="f(x) / f(x₀)", title=title, xlim=(0, 1))
+    ax.set(xlabel="fraction of area removed", ylabel="f(x) / f(x₀)", xlim=(0, 1))
+    ax.set_title(_literal(title))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     with atomic_path(path) as tmp:

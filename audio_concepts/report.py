@@ -5,6 +5,13 @@ Everything a reader needs is inside the file: PNG figures and WAV players are em
 Content-Security-Policy forbids the browser to load anything from elsewhere, so the report
 reads the same offline, from an e-mail attachment or years later. All text is escaped.
 
+Figures can be enlarged: each has an id (``figure-1``, ``figure-2``, …), clicking it opens
+``#figure-N``, and the style sheet shows the ``:target`` figure over the page at the image's
+own pixel size (scrollable, with its caption and players); its *Close* link, or the
+browser's Back button, returns to the page. ``report.html#figure-3`` opens figure 3
+enlarged. Panels whose image is too wide for a column of the grid span the page's width.
+Table columns that no row fills (e.g. recovery on data without known objects) are left out.
+
 Build a report top-down and write it atomically::
 
     report = Report("DRSA on the toy task")
@@ -16,13 +23,14 @@ Build a report top-down and write it atomically::
     report.write("out/report.html")
 
 The document is built with the standard library only (``html``, ``base64``, ``json``): no
-template engine, no browser-side code.
+template engine, no browser-side code (the policy would block an inline script anyway).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import math
 import numbers
@@ -44,6 +52,12 @@ Media = bytes | str | os.PathLike[str]
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MISSING = "–"
 _DEEPEST_HEADING = 6
+# The fragment of every Close link. No element has this id (the report reserves it), so
+# following the link ends the :target without scrolling: the page stays where it was.
+_CLOSE = "close"
+# Panels with a wider image (pixels) span the grid's row: two minimum columns (460 px each)
+# would show them at half size or less.
+_WIDE_PANEL_PX = 920
 # The browser may load nothing but what the file embeds: data: images and audio, inline CSS.
 _CSP = "default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'"
 _STYLE = """
@@ -83,6 +97,16 @@ audio { display: block; width: 100%; max-width: 480px; }
 details { margin: 1rem 0; border: 1px solid var(--line); border-radius: 6px; }
 summary { cursor: pointer; padding: 0.5rem 0.75rem; background: var(--soft); }
 pre { margin: 0; padding: 0.75rem; overflow-x: auto; font-size: 0.85rem; }
+.grid > .wide { grid-column: 1 / -1; }
+a.zoom { display: block; cursor: zoom-in; }
+a.close { display: none; }
+.zoomable:target { position: fixed; inset: 0; z-index: 10; margin: 0; padding: 3rem 1rem 1rem;
+  overflow: auto; background: #fff; border: 0; border-radius: 0; outline: none; }
+.zoomable:target a.zoom { cursor: default; }
+.zoomable:target img { max-width: none; }
+.zoomable:target > a.close { display: block; position: fixed; top: 0; left: 0; right: 0;
+  z-index: 11; padding: 0.6rem 1.25rem; background: var(--soft);
+  border-bottom: 1px solid var(--line); text-align: right; font-weight: 600; }
 """
 
 
@@ -164,7 +188,7 @@ class Section:
         return self
 
     def figure(self, png: Media, caption: str | None = None) -> Section:
-        """Add a PNG figure, embedded as a data URI.
+        """Add a PNG figure, embedded as a data URI; a click shows it enlarged.
 
         Parameters
         ----------
@@ -180,7 +204,7 @@ class Section:
         OSError
             If the file cannot be read.
         """
-        self._blocks.append(_figure_html(png, caption, "figure"))
+        self._blocks.append(_figure_html(png, caption, self._anchors))
         return self
 
     def audio(self, wav: Media, caption: str | None = None) -> Section:
@@ -217,7 +241,9 @@ class Section:
         Cells are formatted by type: floats with ``digits`` decimals (NaN as ``n/a``),
         integers as they are, a :class:`MeanSem` (or any object with real ``mean`` and
         ``sem`` attributes) as ``mean ± sem``, ``None`` and missing keys as ``–``, anything
-        else as its ``str``. Numeric cells are right-aligned.
+        else as its ``str``. Numeric cells are right-aligned. A column without content in
+        any row (``None``, a missing key or blank text in every row) is left out, unless
+        no column has content.
 
         Parameters
         ----------
@@ -243,6 +269,9 @@ class Section:
     def panel_grid(self, items: Sequence[Panel]) -> Section:
         """Add a responsive grid of panels, e.g. one per class with its concept players.
 
+        A panel whose image is wider than two minimum columns spans the whole row. A click
+        on a panel's figure shows the panel enlarged, players included.
+
         Parameters
         ----------
         items:
@@ -257,12 +286,15 @@ class Section:
         if isinstance(items, Panel) or not isinstance(items, Sequence) or not items:
             raise ValueError("panel_grid needs a non-empty sequence of Panel items")
         tiles = []
+        # Figure ids are taken for good only if every panel is accepted.
+        anchors = set(self._anchors)
         for number, item in enumerate(items):
             if not isinstance(item, Panel):
                 raise ValueError(
                     f"panel_grid item {number} is a {type(item).__name__}, not a Panel"
                 )
-            tiles.append(_panel_html(item))
+            tiles.append(_panel_html(item, anchors))
+        self._anchors.update(anchors)
         self._blocks.append('<div class="grid">\n' + "\n".join(tiles) + "\n</div>")
         return self
 
@@ -330,7 +362,7 @@ class Report:
         self.title = _check_text(title, "report title")
         self.text = None if text is None else _check_text(text, "introduction")
         self._sections: list[Section] = []
-        self._anchors: set[str] = {"contents"}
+        self._anchors: set[str] = {"contents", _CLOSE}
 
     def section(self, title: str, text: str | None = None) -> Section:
         """Add a top-level section (``<h2>``, listed in the table of contents) and return it.
@@ -393,12 +425,17 @@ def _check_text(text: object, what: str) -> str:
     return text
 
 
-def _unique_anchor(title: str, taken: set[str]) -> str:
-    """A URL-fragment-safe id from ``title``, made unique within one report."""
+def _unique_anchor(title: str, taken: set[str], *, numbered: bool = False) -> str:
+    """A URL-fragment-safe id from ``title``, made unique within one report (and taken).
+
+    Ids get a number (``-2``, ``-3``, …) when the plain one is taken; ``numbered`` ids
+    always carry one, from ``-1``.
+    """
     base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
-    anchor, number = base, 2
-    while anchor in taken:
-        anchor, number = f"{base}-{number}", number + 1
+    plain = () if numbered else (base,)
+    numbers = itertools.count(1 if numbered else 2)
+    candidates = itertools.chain(plain, (f"{base}-{number}" for number in numbers))
+    anchor = next(a for a in candidates if a not in taken)
     taken.add(anchor)
     return anchor
 
@@ -436,13 +473,25 @@ def _wav_data(wav: Media) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _figure_html(png: Media, caption: str | None, what: str) -> str:
+def _figure_html(png: Media, caption: str | None, anchors: set[str]) -> str:
     encoded, width, height = _png_data(png)
-    text = "" if caption is None else _escape(_check_text(caption, f"{what} caption"))
+    text = "" if caption is None else _escape(_check_text(caption, "figure caption"))
     figcaption = f"<figcaption>{text}</figcaption>" if text else ""
+    anchor = _unique_anchor("figure", anchors, numbered=True)
+    image = _zoomable_image(encoded, width, height, text or "figure", anchor)
+    return f'<figure class="zoomable" id="{anchor}">{image}{figcaption}</figure>'
+
+
+def _zoomable_image(encoded: str, width: int, height: int, alt: str, anchor: str) -> str:
+    """A PNG that links to its figure's id (shown enlarged), and the figure's Close link.
+
+    ``alt`` must be escaped already.
+    """
     return (
-        f'<figure><img src="data:image/png;base64,{encoded}" width="{width}" '
-        f'height="{height}" alt="{text or "figure"}">{figcaption}</figure>'
+        f'<a class="close" href="#{_CLOSE}">Close ✕</a>'
+        f'<a class="zoom" href="#{anchor}" title="Show at full size">'
+        f'<img src="data:image/png;base64,{encoded}" width="{width}" height="{height}" '
+        f'alt="{alt}"></a>'
     )
 
 
@@ -456,14 +505,10 @@ def _audio_html(wav: Media, caption: str | None, what: str) -> str:
     )
 
 
-def _panel_html(panel: Panel) -> str:
+def _panel_html(panel: Panel, anchors: set[str]) -> str:
     title = _escape(_check_text(panel.title, "panel title"))
     encoded, width, height = _png_data(panel.image)
-    parts = [
-        f'<figure class="panel"><figcaption>{title}</figcaption>',
-        f'<img src="data:image/png;base64,{encoded}" width="{width}" height="{height}" '
-        f'alt="{title}">',
-    ]
+    parts = []
     if panel.caption is not None:
         parts.append(
             f'<p class="caption">{_escape(_check_text(panel.caption, "panel caption"))}</p>'
@@ -471,7 +516,13 @@ def _panel_html(panel: Panel) -> str:
     if not isinstance(panel.audio, Mapping):
         raise ValueError(f"panel {panel.title!r}: audio must map labels to WAV files")
     parts.extend(_audio_html(wav, label, "audio") for label, wav in panel.audio.items())
-    return "\n".join(parts) + "</figure>"
+    anchor = _unique_anchor("figure", anchors, numbered=True)
+    css = "panel zoomable wide" if width > _WIDE_PANEL_PX else "panel zoomable"
+    head = (
+        f'<figure class="{css}" id="{anchor}"><figcaption>{title}</figcaption>'
+        + _zoomable_image(encoded, width, height, title, anchor)
+    )
+    return "\n".join([head, *parts]) + "</figure>"
 
 
 def _table_html(
@@ -496,6 +547,8 @@ def _table_html(
         absent = [c for c in columns if not any(c in row for row in rows)]
         if absent:
             raise ValueError(f"table columns {absent} are in no row; the rows have {list(rows[0])}")
+    # A column no row fills (e.g. recovery on data without known objects) only adds dashes.
+    columns = [c for c in columns if any(not _blank(row.get(c)) for row in rows)] or columns
     lines = ['<div class="table-wrap"><table>']
     if caption is not None:
         lines.append(f"<caption>{_escape(_check_text(caption, 'table caption'))}</caption>")
@@ -513,6 +566,11 @@ def _table_html(
         lines.append(f"<tr>{''.join(cells)}</tr>")
     lines.append("</tbody></table></div>")
     return "\n".join(lines)
+
+
+def _blank(value: Any) -> bool:
+    """Whether a table value has no content: ``None`` or blank text."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _cell(value: Any, digits: int) -> tuple[str, bool]:

@@ -202,14 +202,16 @@ def test_cache_returns_decoded_audio_and_never_decodes_twice(tmp_path, clip):
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
 
 
-def test_cache_serves_entry_while_size_and_mtime_are_unchanged(tmp_path, clip):
+def test_cache_serves_entry_while_content_is_unchanged_even_if_touched_or_copied(tmp_path, clip):
     cache = DecodedAudioCache(tmp_path / "cache", SR)
     original = cache.get(clip).copy()
-    status = clip.stat()
-    _write(clip, _tone(0.3, 22_050, freq=900.0), 22_050)  # same size, other content
-    os.utime(clip, ns=(status.st_atime_ns, status.st_mtime_ns))
+    os.utime(clip, ns=(1_000_000_000, 2_000_000_000))  # other mtime, same bytes
     np.testing.assert_array_equal(cache.get(clip), original)
-    assert cache.stats.decoded == 1
+    copy = tmp_path / "clip.wav.d" / "clip.wav"
+    copy.parent.mkdir()
+    copy.write_bytes(clip.read_bytes())
+    np.testing.assert_array_equal(cache.get(copy), original)
+    assert (cache.stats.decoded, cache.stats.disk_hits) == (1, 2)
 
 
 def test_cache_redecodes_a_changed_file(tmp_path, clip):
@@ -303,15 +305,27 @@ def test_prepare_reports_failures_without_raising(tmp_path, clip):
     nan = _write(tmp_path / "nan.wav", bad, subtype="FLOAT")
     silent = _write(tmp_path / "silent.wav", np.zeros(400, np.float32))
     cache = DecodedAudioCache(tmp_path / "cache", SR)
-    report = cache.prepare([clip, empty, garbage, nan, silent], progress=False)
-    assert report.ok == [clip, silent]
+    with pytest.warns(UserWarning) as caught:
+        report = cache.prepare([clip, empty, garbage, nan, silent], progress=False)
+    assert report.ok == [clip]
     assert report.lengths[silent] == 400
-    assert set(report.failed) == {empty, garbage, nan}
+    assert set(report.undecodable) == {empty, garbage, nan}
+    assert set(report.failed) == {empty, garbage, nan, silent}
+    # 25 ms of zeros is too short and silent; it is counted once, as too short.
+    assert list(report.too_short) == [silent] and not report.silent
     assert "NaN" in report.failed[nan]
     text = str(report)
-    assert text.startswith("decoded 2 of 5 audio files, 3 failed")
+    assert text.startswith(
+        "kept 1 of 5 audio files; left out 4: 3 undecodable, 1 too short, 0 silent; "
+        "0 truncated (kept)"
+    )
     assert "garbage.wav" in text
     assert cache.stats.decoded == 2
+    messages = [str(warning.message) for warning in caught]
+    assert [message.split(":")[0] for message in messages] == [
+        "3 of 5 audio files cannot be decoded and are left out",
+        "1 of 5 audio files are shorter than 0.1 s and are left out",
+    ]
 
 
 def test_cache_rejects_bad_arguments(tmp_path):

@@ -1,5 +1,6 @@
 """Figures: valid PNGs, relevance shares in titles, axes in Hz and seconds, input checks."""
 
+import itertools
 import os
 
 import matplotlib.image
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from test_patch_flipping import linear_problem
 
 from audio_cnn.frontend import LogMel, LogMelConfig
@@ -49,6 +51,35 @@ def _no_temp_files(folder) -> None:
 
 def _titles(figure: Figure) -> list[str]:
     return [ax.get_title() for ax in figure.axes if ax.get_title()]
+
+
+def _drawn_as(text: Text, literal: str) -> bool:
+    """Whether ``text`` is drawn like ``literal`` shown as plain text (no mathtext)."""
+    renderer = text.figure.canvas.get_renderer()
+    reference = text.figure.text(
+        0,
+        0,
+        literal,
+        fontproperties=text.get_fontproperties(),
+        rotation=text.get_rotation(),
+        parse_math=False,
+    )
+    try:
+        drawn = text.get_window_extent(renderer)
+        expected = reference.get_window_extent(renderer)
+        return bool(np.allclose(drawn.size, expected.size))
+    finally:
+        reference.remove()
+
+
+def _suptitle(figure: Figure) -> Text:
+    (text,) = [t for t in figure.texts if t.get_text() == figure.get_suptitle()]
+    return text
+
+
+def _overlap(a, b) -> bool:
+    """Whether two display-space boxes share any area (touching edges do not count)."""
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
 def test_spectrogram_axes_are_seconds_and_hz(logmel, tmp_path, rng):
@@ -269,6 +300,68 @@ def test_concept_prototypes_without_residual_and_with_few_inputs(logmel, rng):
     assert figure.get_suptitle() == ""
 
 
+def test_prototype_titles_never_overlap_even_with_long_clip_names(logmel, tmp_path, rng):
+    speakers = ["jackson", "nicolas", "theo", "yweweler", "george"]
+    clips = [f"speaker_{s}_recording_session_2019_take_{i:04d}.wav" for i, s in enumerate(speakers)]
+    figure = plot_concept_prototypes(
+        rng.uniform(-4, 0, (5, M, F)), rng.standard_normal((5, 3, M, F)), PROTOTYPE_RELEVANCES,
+        logmel, tmp_path / "p.png", n_prototypes=4, clip_names=clips, dpi=DPI,
+    )  # fmt: skip
+    _png(tmp_path / "p.png")
+    figure.draw_without_rendering()
+    renderer = figure.canvas.get_renderer()
+    panels = [ax for ax in figure.axes if ax.images]
+    boxes = [ax.title.get_window_extent(renderer) for ax in panels]
+    for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2):
+        assert not _overlap(a, b), f"titles {panels[i].get_title()!r} and {panels[j].get_title()!r}"
+    for ax, box in zip(panels, boxes, strict=True):
+        area = ax.get_window_extent(renderer)
+        assert area.x0 <= box.x0 and box.x1 <= area.x1, ax.get_title()
+    # Shortened in the middle: the start and the end (take number, share) stay readable.
+    first = panels[0].get_title()
+    assert first.startswith("speaker_") and first.endswith("_0001.wav · 50 %")
+    assert "…" in first and len(first) < len(clips[1]) + len(" · 50 %")
+
+
+def test_names_with_mathtext_characters_are_drawn_as_they_are(logmel, tmp_path, rng):
+    classes = ["a$x^$", r"b\$_{c}$"]
+    clips = ["one$two$.wav", "x^2_$y$.wav"]
+    distribution = plot_concept_distribution(
+        rng.uniform(0.1, 1, (4, 3)), np.array([0, 1, 0, 1]), classes, tmp_path / "d.png",
+        concept_names=["$k$", "c_1"], title=f"{classes[0]} shares", dpi=DPI,
+    )  # fmt: skip
+    _png(tmp_path / "d.png")
+    first, second = distribution.axes
+    assert _drawn_as(first.title, f"{classes[0]}\n(n = 2)")
+    assert _drawn_as(second.title, f"{classes[1]}\n(n = 2)")
+    assert _drawn_as(_suptitle(distribution), f"{classes[0]} shares")
+    assert _drawn_as(first.get_xticklabels()[0], "$k$")
+    prototypes = plot_concept_prototypes(
+        rng.uniform(-4, 0, (2, M, F)), rng.standard_normal((2, 3, M, F)), np.ones((2, 3)),
+        logmel, tmp_path / "p.png", clip_names=clips, concept_names=["$k$", "c_1"],
+        title=f"{classes[0]}: prototypes", dpi=DPI,
+    )  # fmt: skip
+    _png(tmp_path / "p.png")
+    panel = next(ax for ax in prototypes.axes if ax.images)
+    assert _drawn_as(panel.title, f"{clips[0]} · 33 %")
+    assert _drawn_as(panel.yaxis.label, "$k$\nfrequency (Hz)")
+    assert _drawn_as(_suptitle(prototypes), f"{classes[0]}: prototypes")
+    grid = plot_concept_grid(
+        rng.uniform(-4, 0, (M, F)), rng.standard_normal((3, M, F)), np.ones(3), logmel,
+        tmp_path / "g.png", input_names=[clips[1]], title=classes[0], dpi=DPI,
+    )  # fmt: skip
+    _png(tmp_path / "g.png")
+    assert _drawn_as(grid.axes[0].title, clips[1])
+    assert _drawn_as(_suptitle(grid), classes[0])
+    trace = plot_objective_trace(
+        {("drsa", name): [3.0, 2.0, 1.0] for name in classes}, tmp_path / "t.png", dpi=DPI
+    )
+    _png(tmp_path / "t.png")
+    texts = trace.axes[0].get_legend().get_texts()
+    for text, name in zip(texts, [*classes, "drsa"], strict=True):
+        assert _drawn_as(text, name), name
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
@@ -307,10 +400,55 @@ def test_objective_trace_lines_per_restart(tmp_path, rng):
     assert ax.lines[0].get_color() == ax.lines[2].get_color() != ax.lines[3].get_color()
 
 
+def test_objective_legend_has_a_colour_per_class_and_a_style_per_method_beside_the_axes(
+    tmp_path, rng
+):
+    classes = [f"digit {c}" for c in range(10)]
+    methods = ["drsa", "dsa"]
+    traces = {
+        (method, name): np.cumsum(rng.uniform(size=(3, 20)), axis=1)  # three seeds
+        for method in methods
+        for name in classes
+    }
+    figure = plot_objective_trace(traces, tmp_path / "t.png", dpi=DPI)
+    _png(tmp_path / "t.png")
+    (ax,) = figure.axes
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [*classes, *methods]
+    handles = legend.legend_handles
+    entries = [
+        (tuple(h.get_color()) if h.get_color() != "black" else "black", h.get_linestyle())
+        for h in handles
+    ]
+    assert len(set(entries)) == len(entries)
+    class_colours = [entry[0] for entry in entries[: len(classes)]]
+    assert len(set(class_colours)) == len(classes) and "black" not in class_colours
+    assert len({entry[1] for entry in entries[len(classes) :]}) == len(methods)
+    # Every line of a class has its colour, every line of a method its style; seeds alike.
+    assert len(ax.lines) == len(traces) * 3
+    seeds = [key for key in traces for _ in range(3)]
+    for line, (method, name) in zip(ax.lines, seeds, strict=True):
+        assert tuple(line.get_color()) == class_colours[classes.index(name)]
+        assert line.get_linestyle() == handles[len(classes) + methods.index(method)].get_linestyle()
+    # The legend stays clear of the data area.
+    figure.draw_without_rendering()
+    renderer = figure.canvas.get_renderer()
+    assert not _overlap(legend.get_window_extent(renderer), ax.get_window_extent(renderer))
+
+
+def test_objective_legend_colours_stay_distinct_beyond_ten_names(rng):
+    figure = plot_objective_trace({f"estimator {i}": rng.uniform(size=5) for i in range(25)})
+    colours = [tuple(h.get_color()) for h in figure.axes[0].get_legend().legend_handles]
+    assert len(set(colours)) == 25
+
+
 @pytest.mark.parametrize(
     ("traces", "options", "match"),
     [
         ({}, {}, "empty"),
+        ({"a": [1.0], ("m", "a"): [1.0]}, {}, "all strings or all"),
+        ({("m", "a", "x"): [1.0]}, {}, "all strings or all"),
+        ({(f"m{i}", "a"): [1.0] for i in range(7)}, {}, "7 groups"),
         ({"a": np.zeros((2, 2, 2))}, {}, "restarts, iterations"),
         ({"a": []}, {}, "empty"),
         ({"a": [1.0, np.inf]}, {}, "Inf"),

@@ -19,6 +19,7 @@ import soundfile as sf
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from audio_concepts.analysis_report import _aupc_note
 from audio_concepts.report import MeanSem, Panel, Report
 from zennit_drsa.evaluation import AUPCRow, RecoveryGroup
 
@@ -135,7 +136,10 @@ def test_report_references_nothing_outside_itself(tmp_path):
             if name in _URL_ATTRIBUTES:
                 assert value is not None, f"<{tag} {name}> has no value"
                 sources.append((tag, name, value))
-                if name == "href":
+                if name == "href" and attrs.get("class") == "close":
+                    # Closing an enlarged figure goes to a fragment no element has.
+                    assert tag == "a" and value == "#close" and "close" not in ids
+                elif name == "href":
                     assert tag == "a" and value.startswith("#") and value[1:] in ids, value
                 else:
                     assert value.startswith(("data:image/png;base64,", "data:audio/wav;base64,"))
@@ -171,7 +175,11 @@ def test_table_of_contents_links_every_section_in_order(tmp_path):
         for i, (tag, attrs) in enumerate(document.elements)
         if tag in ("h2", "h3") and attrs.get("id") != "contents"
     ]
-    links = [(attrs["href"][1:], document.text[i]) for i, attrs in document.find("a")]
+    links = [
+        (attrs["href"][1:], document.text[i])
+        for i, attrs in document.find("a")
+        if attrs.get("class") not in ("zoom", "close")  # a figure's own links
+    ]
     assert links == headings
     assert [title for _, title in headings] == [
         "Overview",
@@ -203,8 +211,11 @@ def test_all_text_is_escaped(title, words, cell):
     assert document.texts("h1") == [title]
     assert document.texts("title") == [title]
     assert document.texts("p") == [words, words]
-    assert document.texts("td")[0] == (cell or "")
-    assert document.texts("th")[0] == title
+    if cell.strip():
+        assert document.texts("td")[0] == cell
+        assert document.texts("th")[0] == title
+    else:  # a column without content is left out
+        assert document.texts("th") == ["n"]
     assert document.texts("caption") == [words]
     assert document.find("img")[0][1]["alt"] == words
     assert [tag for tag, _ in document.elements].count("script") == 0
@@ -368,13 +379,77 @@ def test_panel_grid_holds_each_figure_with_its_players():
     report.section("Concepts").panel_grid(panels)
     document = _Document(report.to_html())
     ((grid, _),) = [(i, a) for i, a in document.find("div") if a.get("class") == "grid"]
-    tiles = [i for i, a in document.find("figure") if a.get("class") == "panel"]
+    tiles = [i for i, a in document.find("figure") if "panel" in (a.get("class") or "").split()]
     assert len(tiles) == 2 and grid < tiles[0]
     assert [attrs["width"] for _, attrs in document.find("img")] == ["2", "3"]
     for c, (start, end) in enumerate(zip(tiles, [*tiles[1:], len(document.elements)], strict=True)):
         inside = [tag for tag, _ in document.elements[start:end]]
         assert inside.count("img") == 1 and inside.count("audio") == 3
-        assert "".join(document.text[start].split()) == f"class{c}caption{c}k0k1k2"
+        assert "".join(document.text[start].split()) == f"class{c}Close✕caption{c}k0k1k2"
+
+
+def _figure_ids(document: _Document) -> list[tuple[str, str | None]]:
+    """Per figure: its id and the link that shows it enlarged (the ``href`` around its image)."""
+    figures = []
+    for index, attrs in document.find("figure"):
+        if "zoomable" not in (attrs.get("class") or "").split():
+            continue
+        inside = document.elements[index + 1 :]
+        link = next(a for tag, a in inside if tag == "a" and a.get("class") == "zoom")
+        figures.append((attrs["id"], link["href"]))
+    return figures
+
+
+def test_every_figure_and_panel_opens_enlarged_from_a_link_to_its_own_id():
+    report = Report("t")
+    report.section("Figure 1")  # takes the id figure-1 first
+    report.section("Close")  # the Close links' fragment stays free
+    section = report.section("s").figure(_png(), "first")
+    section.panel_grid([Panel("a", _png()), Panel("b", _png(), audio={"k": _wav()})])
+    section.figure(_png())
+    document = _Document(report.to_html())
+    ids = [attrs.get("id") for _, attrs in document.elements if attrs.get("id")]
+    assert ids == ["contents", "figure-1", "close-2", "s", "figure-2", "figure-3", "figure-4",
+                   "figure-5"]  # fmt: skip
+    assert _figure_ids(document) == [(f"figure-{n}", f"#figure-{n}") for n in range(2, 6)]
+    closes = [a["href"] for _, a in document.find("a") if a.get("class") == "close"]
+    assert closes == ["#close"] * 4
+    # Each image sits inside its zoom link, once: the enlarged view reuses the same element.
+    assert len(document.find("img")) == 4
+    assert "figure:target" not in "".join(document.styles)  # only zoomable figures enlarge
+    assert ".zoomable:target" in "".join(document.styles)
+
+
+def test_refused_panel_grid_takes_no_figure_id():
+    report = Report("t")
+    section = report.section("s")
+    with pytest.raises(ValueError, match="item 1 is a str"):
+        section.panel_grid([Panel("a", _png()), "b"])
+    section.figure(_png())
+    assert _figure_ids(_Document(report.to_html())) == [("figure-1", "#figure-1")]
+
+
+def test_panels_too_wide_for_a_column_span_the_row():
+    report = Report("t")
+    report.section("s").panel_grid([Panel("narrow", _png(920, 2)), Panel("wide", _png(921, 2))])
+    document = _Document(report.to_html())
+    classes = [a["class"] for _, a in document.find("figure")]
+    assert classes == ["panel zoomable", "panel zoomable wide"]
+
+
+def test_table_leaves_out_columns_without_content():
+    rows = [
+        {"method": "drsa", "recovery": None, "note": "", "zero": 0.0, "nan": float("nan")},
+        {"method": "prca", "recovery": None, "note": "  ", "flag": False},
+        {"method": "standard", "extra": None},
+    ]
+    report = Report("t")
+    section = report.section("s").table(rows)
+    section.table(rows, columns=["recovery", "method"])
+    section.table([{"a": None, "b": ""}])  # nothing to show: the columns stay
+    document = _Document(report.to_html())
+    assert document.texts("th") == ["method", "zero", "nan", "flag", "method", "a", "b"]
+    assert document.texts("td")[:4] == ["drsa", "0.000", "n/a", "–"]
 
 
 def test_report_is_deterministic(tmp_path):
@@ -408,3 +483,22 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _summary(*per_class: dict[str, float | None]) -> dict:
+    """A summary with one method per mapping of class → AUPC, class means within [0, 1]."""
+    return {
+        "methods": {
+            f"method {n}": {"aupc": 0.5, "aupc_pooled": 0.5, "aupc_per_class": aupcs}
+            for n, aupcs in enumerate(per_class)
+        }
+    }
+
+
+def test_analysis_report_notes_what_aupcs_outside_zero_to_one_mean():
+    note = _aupc_note(_summary({"one": 0.4, "two": None}, {"one": -1.24, "two": 0.66}))
+    assert note is not None
+    assert "outside [0, 1] (from -1.24 to 0.66)" in note
+    assert "crossed zero" in note and "rose above its starting value" in note
+    assert "'Lower is better' holds only within [0, 1]" in note
+    assert _aupc_note(_summary({"one": 0.0, "two": 1.0}, {"one": None})) is None

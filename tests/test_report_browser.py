@@ -3,8 +3,10 @@
 A realistic report (two classes, each a matplotlib grid of heatmaps with K = 3 concept
 players, plus a table and the settings) is opened from a file. Chromium's DOM dump shows
 what was built; a screenshot shows that each class's figure was decoded and drawn (each
-grid has a background colour found nowhere else on the page); Chromium's network log shows
-that the page asked for nothing. Control pages prove the network check can fail.
+grid has a background colour found nowhere else on the page); screenshots of the page
+opened at a figure's fragment and at the Close links' fragment show a figure enlarged over
+the page and closed again; Chromium's network log shows that the page asked for nothing.
+Control pages prove the network check can fail.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def _grid_png(colour: tuple[int, int, int], seed: int) -> bytes:
     """Standard, K concept and residual heatmaps of one class as one PNG."""
     rng = np.random.default_rng(seed)
     background = tuple(c / 255 for c in colour)
-    figure = Figure(figsize=(7.5, 2.0), dpi=80, facecolor=background)
+    # 900 × 240 px: narrower than two grid columns (no full row), wider than one column.
+    figure = Figure(figsize=(7.5, 2.0), dpi=120, facecolor=background)
     FigureCanvasAgg(figure)  # headless, no pyplot: the test leaves the backend alone
     axes = figure.subplots(1, _K + 2)
     for ax, name in zip(
@@ -117,11 +120,15 @@ def _realistic_report() -> tuple[Report, dict[str, bytes]]:
 
 
 class _Elements(HTMLParser):
-    """Tags and attributes of a document, each with the indices of its open ancestors."""
+    """Tags and attributes of a document, each with the indices of its open ancestors.
+
+    ``text`` maps an element's index to the text inside it (descendants' included).
+    """
 
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=True)
         self.elements: list[tuple[str, dict[str, str | None], tuple[int, ...]]] = []
+        self.text: dict[int, str] = {}
         self._open: list[int] = []
         self.feed(text)
 
@@ -134,12 +141,19 @@ class _Elements(HTMLParser):
         while self._open and self.elements[self._open.pop()][0] != tag:
             pass
 
+    def handle_data(self, data):
+        for index in self._open:
+            self.text[index] = self.text.get(index, "") + data
+
     def tags(self, tag: str) -> list[tuple[int, dict[str, str | None], tuple[int, ...]]]:
         return [(i, a, p) for i, (t, a, p) in enumerate(self.elements) if t == tag]
 
 
-def _chromium(page: Path, work: Path, *mode: str) -> tuple[str, list[str]]:
-    """Open ``page`` in a fresh headless Chromium; its stdout and the URLs the page requested."""
+def _chromium(page: Path, work: Path, *mode: str, fragment: str = "") -> tuple[str, list[str]]:
+    """Open ``page`` in a fresh headless Chromium; its stdout and the URLs the page requested.
+
+    ``fragment`` (e.g. ``"#figure-1"``) is appended to the page's URL.
+    """
     net_log = work / "net-log.json"
     command = [
         str(CHROMIUM),
@@ -148,7 +162,7 @@ def _chromium(page: Path, work: Path, *mode: str) -> tuple[str, list[str]]:
         f"--window-size={_WINDOW[0]},{_WINDOW[1]}",
         f"--log-net-log={net_log}",
         *mode,
-        page.as_uri(),
+        page.as_uri() + fragment,
     ]
     # A session of its own, so a hung browser can be stopped with all its child processes.
     browser = subprocess.Popen(
@@ -187,28 +201,54 @@ def _page_requests(net_log: Path) -> list[str]:
     ]
 
 
+def _screenshot(page: Path, work: Path, fragment: str = "") -> tuple[np.ndarray, list[str]]:
+    """The page's pixels (rows × columns × RGB, 0–255) opened at ``fragment``; its requests."""
+    work.mkdir()
+    path = work / "screenshot.png"
+    _, requests = _chromium(page, work, f"--screenshot={path}", fragment=fragment)
+    pixels = np.round(matplotlib.image.imread(path)[..., :3] * 255).astype(int)
+    assert pixels.shape[:2] == (_WINDOW[1], _WINDOW[0])
+    return pixels, requests
+
+
+def _colour_box(pixels: np.ndarray, colour: tuple[int, int, int]) -> tuple[int, ...] | None:
+    """Top, bottom, left, right (exclusive) of the pixels of ``colour``; ``None`` if none."""
+    rows, columns = np.nonzero((np.abs(pixels - colour) <= 6).all(axis=-1))
+    if rows.size == 0:
+        return None
+    return rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """The report written to disk, its DOM after load, its screenshot and the page requests."""
+    """The report on disk, its DOM after load, its screenshots and the page requests.
+
+    Screenshots: the page as opened, opened at the first figure's fragment (enlarged) and
+    at the fragment of the Close links.
+    """
     root = tmp_path_factory.mktemp("report")
     report, grids = _realistic_report()
     page = report.write(root / "report.html")
     (root / "dom").mkdir()
     dom, dom_requests = _chromium(page, root / "dom", "--dump-dom")
-    (root / "shot").mkdir()
-    screenshot = root / "shot" / "screenshot.png"
-    _, shot_requests = _chromium(page, root / "shot", f"--screenshot={screenshot}")
+    pixels, shot_requests = _screenshot(page, root / "shot")
+    enlarged, enlarged_requests = _screenshot(page, root / "enlarged", "#figure-1")
+    closed, closed_requests = _screenshot(page, root / "closed", "#close")
     return {
         "dom": dom,
         "grids": grids,
-        "screenshot": screenshot,
-        "requests": dom_requests + shot_requests,
+        "pixels": pixels,
+        "enlarged": enlarged,
+        "closed": closed,
+        "requests": dom_requests + shot_requests + enlarged_requests + closed_requests,
     }
 
 
 def test_every_class_has_its_concept_panel_and_players_in_the_dom(rendered):
     document = _Elements(rendered["dom"])
-    panels = [(i, a) for i, a, _ in document.tags("figure") if a.get("class") == "panel"]
+    panels = [
+        (i, a) for i, a, _ in document.tags("figure") if "panel" in (a.get("class") or "").split()
+    ]
     assert len(panels) == len(_CLASS_COLOURS)
     for (panel, _), (name, png) in zip(panels, rendered["grids"].items(), strict=True):
         images = [a for _, a, parents in document.tags("img") if panel in parents]
@@ -228,25 +268,85 @@ def test_every_class_has_its_concept_panel_and_players_in_the_dom(rendered):
 
 
 def test_screenshot_shows_each_class_figure_drawn_whole(rendered):
-    pixels = np.round(matplotlib.image.imread(rendered["screenshot"])[..., :3] * 255).astype(int)
-    assert pixels.shape[:2] == (_WINDOW[1], _WINDOW[0])
+    pixels = rendered["pixels"]
     # Not blank: a real page has text, borders and pictures on its white background.
     assert (pixels.min(axis=-1) < 200).mean() > 0.01
     boxes = []
     for (name, colour), png in zip(_CLASS_COLOURS.items(), rendered["grids"].values(), strict=True):
-        rows, columns = np.nonzero((np.abs(pixels - colour) <= 6).all(axis=-1))
-        assert rows.size > 0, f"the {name} figure is not visible in the screenshot"
-        top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
+        box = _colour_box(pixels, colour)
+        assert box is not None, f"the {name} figure is not visible in the screenshot"
+        top, bottom, left, right = box
         height, width = bottom - top, right - left
         natural_width, natural_height = matplotlib.image.imread(io.BytesIO(png)).shape[1::-1]
         # The figure is drawn whole and undistorted: its colour spans a box of the image's
         # aspect ratio, at a readable size, mostly filled by the background colour.
         assert width >= 300, f"{name}: drawn only {width} px wide"
         assert width / height == pytest.approx(natural_width / natural_height, rel=0.05)
-        assert rows.size / (height * width) > 0.4
-        boxes.append((top, bottom, left, right))
+        filled = (np.abs(pixels[top:bottom, left:right] - colour) <= 6).all(axis=-1).mean()
+        assert filled > 0.4
+        boxes.append(box)
     (top_a, bottom_a, left_a, right_a), (top_b, bottom_b, left_b, right_b) = boxes
     assert right_a <= left_b or right_b <= left_a or bottom_a <= top_b or bottom_b <= top_a
+
+
+def test_each_panel_figure_links_to_its_own_fragment(rendered):
+    document = _Elements(rendered["dom"])
+    panels = [
+        (i, a) for i, a, _ in document.tags("figure") if "panel" in (a.get("class") or "").split()
+    ]
+    assert [a["id"] for _, a in panels] == ["figure-1", "figure-2"]
+    for panel, attrs in panels:
+        links = [(i, a) for i, a, parents in document.tags("a") if panel in parents]
+        assert [a["href"] for _, a in links] == ["#close", f"#{attrs['id']}"]
+        (image,) = [a for _, a, parents in document.tags("img") if links[1][0] in parents]
+        assert image["src"].startswith("data:image/png;base64,")
+
+
+def test_a_figure_opened_at_its_fragment_is_shown_at_full_size_over_the_page(rendered):
+    (name, colour), (other, other_colour) = _CLASS_COLOURS.items()
+    natural_width = matplotlib.image.imread(io.BytesIO(rendered["grids"][name])).shape[1]
+    _, _, left, right = _colour_box(rendered["pixels"], colour)
+    in_column = right - left
+    top, _, left, right = _colour_box(rendered["enlarged"], colour)
+    enlarged = right - left
+    # In the page the grid is squeezed into its column; enlarged, it is drawn pixel for pixel.
+    assert in_column < 0.7 * natural_width
+    assert enlarged == pytest.approx(natural_width, abs=2)
+    assert top < 150, "the enlarged figure is not at the top of the window"
+    # The enlarged figure covers the page: the other class's figure is hidden behind it.
+    assert _colour_box(rendered["enlarged"], other_colour) is None, other
+
+
+def test_the_close_fragment_shows_the_page_as_without_a_fragment(rendered):
+    # Not pixel for pixel: audio players may or may not have loaded their duration yet.
+    for colour in _CLASS_COLOURS.values():
+        assert _colour_box(rendered["closed"], colour) == _colour_box(rendered["pixels"], colour)
+    top = slice(0, 100)  # where an enlarged figure shows its Close bar
+    assert np.array_equal(rendered["closed"][top], rendered["pixels"][top])
+    assert not np.array_equal(rendered["enlarged"][top], rendered["pixels"][top])
+
+
+def test_a_panel_too_wide_for_a_column_spans_the_page(tmp_path):
+    wide, narrow = (255, 0, 255), (0, 255, 255)
+    report = Report("Wide and narrow")
+    report.section("Concepts").panel_grid(
+        [
+            Panel("wide", _colour_png(wide, 1600, 200)),
+            Panel("narrow", _colour_png(narrow, 600, 200)),
+        ]
+    )
+    pixels, _ = _screenshot(report.write(tmp_path / "report.html"), tmp_path / "shot")
+    _, bottom, left, right = _colour_box(pixels, wide)
+    assert right - left > 0.85 * _WINDOW[0]
+    narrow_top, _, narrow_left, _ = _colour_box(pixels, narrow)
+    assert narrow_top >= bottom and narrow_left == pytest.approx(left, abs=2)
+
+
+def _colour_png(colour: tuple[int, int, int], width: int, height: int) -> bytes:
+    """A PNG of one colour, ``width`` × ``height`` pixels."""
+    buffer = io.BytesIO()
+    matplotlib.image.imsave(buffer, np.full((height, width, 3), colour, np.uint8), format="png")
+    return buffer.getvalue()
 
 
 def test_the_report_requests_nothing_from_the_network(rendered):
@@ -276,7 +376,10 @@ def test_the_report_policy_blocks_an_injected_external_reference(tmp_path):
 
 @pytest.fixture(scope="module")
 def analysis_page(toy, small_analysis, tmp_path_factory):
-    """The report of a real (small) analysis of the toy run, rendered: DOM and requests."""
+    """The report of a real (small) analysis of the toy run, rendered.
+
+    Its DOM, the page's requests, the class names, K and the analysis summary.
+    """
     from audio_concepts.analysis import (
         evaluate_concepts,
         explain_concepts,
@@ -294,17 +397,18 @@ def analysis_page(toy, small_analysis, tmp_path_factory):
     (out / "dom").mkdir()
     dom, requests = _chromium(out / "report.html", out / "dom", "--dump-dom")
     class_names = json.loads((out / "analysis.json").read_text())["class_names"]
-    return _Elements(dom), requests, class_names, config.n_subspaces
+    summary = json.loads((out / "summary.json").read_text())
+    return _Elements(dom), requests, class_names, config.n_subspaces, summary
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_analysis_report_shows_every_class_with_panels_and_players(analysis_page):
-    document, requests, class_names, k = analysis_page
+    document, requests, class_names, k, _ = analysis_page
     panels = [
         (index, attrs)
         for index, attrs, _ in document.tags("figure")
-        if attrs.get("class") == "panel"
+        if "panel" in (attrs.get("class") or "").split()
     ]
     for name in class_names:
         own = [
@@ -331,3 +435,56 @@ def test_analysis_report_shows_every_class_with_panels_and_players(analysis_page
     sources = [a.get("src") or a.get("href") for _, a, _ in document.elements]
     assert all(s is None or s.startswith(("data:", "#")) for s in sources)
     assert requests == []
+
+
+def _tables(document: _Elements) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Caption → (column headers, rows of cell texts) of each table of the page."""
+    tables = {}
+    for index, _, _ in document.tags("table"):
+
+        def inside(tag: str, table: int = index) -> list[str]:
+            return [
+                document.text.get(i, "") for i, _, parents in document.tags(tag) if table in parents
+            ]
+
+        (caption,) = inside("caption")
+        header, cells = inside("th"), inside("td")
+        tables[caption] = (
+            header,
+            [cells[r : r + len(header)] for r in range(0, len(cells), len(header))],
+        )
+    return tables
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_analysis_report_tables_have_a_row_per_class_and_no_empty_column(analysis_page):
+    document, _, class_names, _, summary = analysis_page
+    tables = _tables(document)
+    for caption, (header, rows) in tables.items():
+        for number, column in enumerate(header):
+            assert any(row[number] != "–" for row in rows), f"{caption}: {column} is empty"
+    methods = list(summary["methods"])
+    ((header, rows),) = [t for c, t in tables.items() if c.startswith("Normalised AUPC per class")]
+    assert header == ["class", *methods]
+    assert [row[0] for row in rows] == class_names
+    # The toy data have known sound objects: recovery per class, each with its chance level.
+    ((header, rows),) = [t for c, t in tables.items() if c.startswith("Concept recovery per class")]
+    concept_methods = [m for m in methods if m != "standard"]
+    assert header == ["class", *(c for m in concept_methods for c in (m, f"{m} chance"))]
+    assert [row[0] for row in rows] == class_names
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_analysis_report_explains_aupcs_outside_zero_to_one_when_there_are_any(analysis_page):
+    document, _, _, _, summary = analysis_page
+    aupcs = [
+        value
+        for entry in summary["methods"].values()
+        for value in (entry["aupc"], entry["aupc_pooled"], *entry["aupc_per_class"].values())
+        if value is not None
+    ]
+    paragraphs = [document.text.get(index, "") for index, _, _ in document.tags("p")]
+    notes = [text for text in paragraphs if "outside [0, 1]" in text]
+    assert len(notes) == (0 if all(0 <= v <= 1 for v in aupcs) else 1)
