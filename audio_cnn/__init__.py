@@ -37,6 +37,7 @@ _EXPORTS = {
     "TrainedRun": "audio_cnn.checkpoint",
     "load_checkpoint": "audio_cnn.checkpoint",
     "load_run": "audio_cnn.checkpoint",
+    "resolve_device": "audio_cnn.checkpoint",
     "save_checkpoint": "audio_cnn.checkpoint",
     "ChunkSummary": "audio_cnn.chunks",
     "EvenChunkDataset": "audio_cnn.chunks",
@@ -64,9 +65,11 @@ _EXPORTS = {
     "load_synthetic_task": "audio_cnn.synthetic",
     "object_masks": "audio_cnn.synthetic",
     "write_synthetic_dataset": "audio_cnn.synthetic",
+    "FolderInUseError": "audio_cnn.ownership",
     "TrainConfig": "audio_cnn.train",
     "TrainResult": "audio_cnn.train",
     "TrainingDivergedError": "audio_cnn.train",
+    "lock_folder": "audio_cnn.ownership",
     "train": "audio_cnn.train",
 }
 
@@ -86,6 +89,7 @@ __all__ = [
     "DecodeReport",
     "DecodedAudioCache",
     "EvenChunkDataset",
+    "FolderInUseError",
     "LogMel",
     "LogMelConfig",
     "PitchShift",
@@ -111,6 +115,7 @@ __all__ = [
     "load_run",
     "load_split_lists",
     "load_synthetic_task",
+    "lock_folder",
     "make_splits",
     "object_masks",
     "open_dataset_dir",
@@ -118,6 +123,7 @@ __all__ = [
     "precompute_variants",
     "predict_chunks",
     "predict_files",
+    "resolve_device",
     "save_checkpoint",
     "train",
     "write_synthetic_dataset",
@@ -144,7 +150,13 @@ if TYPE_CHECKING:
         build_augmentation,
         precompute_variants,
     )
-    from audio_cnn.checkpoint import TrainedRun, load_checkpoint, load_run, save_checkpoint
+    from audio_cnn.checkpoint import (
+        TrainedRun,
+        load_checkpoint,
+        load_run,
+        resolve_device,
+        save_checkpoint,
+    )
     from audio_cnn.chunks import ChunkSummary, EvenChunkDataset, RandomChunkDataset
     from audio_cnn.dataset_dirs import DatasetDir, open_dataset_dir
     from audio_cnn.datasets import (
@@ -160,6 +172,7 @@ if TYPE_CHECKING:
     from audio_cnn.inference import predict_chunks, predict_files
     from audio_cnn.metrics import classification_metrics
     from audio_cnn.model import AudioCNN, AudioCNNConfig
+    from audio_cnn.ownership import FolderInUseError, lock_folder
     from audio_cnn.synthetic import (
         SoundObject,
         SyntheticClip,

@@ -358,6 +358,21 @@ class DecodeReport:
         """Files that could not be decoded, with the reason (a part of :attr:`failed`)."""
         return {path: reason for path, reason in self.failed.items() if path not in self.lengths}
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe counts and the reason for every file left out or truncated."""
+        return {
+            "kept": len(self.ok),
+            "left_out": len(self.failed),
+            "undecodable": len(self.undecodable),
+            "too_short": len(self.too_short),
+            "silent": len(self.silent),
+            "truncated": len(self.truncated),
+            "files": {
+                **{str(path): reason for path, reason in self.failed.items()},
+                **{str(path): f"{reason} (kept)" for path, reason in self.truncated.items()},
+            },
+        }
+
     def __str__(self) -> str:
         total = len(self.lengths) + len(self.undecodable)
         lines = [

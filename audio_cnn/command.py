@@ -73,14 +73,17 @@ def run_command(
     """Run ``run(args)`` and return the exit status.
 
     Failures a user can fix (bad settings or files, unreadable audio, a diverged training
-    run) print one line ``<program> <command>: error: <message>`` and return 1 instead of a
-    traceback; Ctrl-C prints ``interrupted`` and returns 130. Anything else is a bug and
-    propagates with its traceback.
+    run, a full disk, a run directory in use) print one line
+    ``<program> <command>: error: <message>`` and return 1 instead of a traceback (a message
+    of several lines is joined into one); Ctrl-C prints ``interrupted`` and returns 130.
+    Anything else is a bug and propagates with its traceback.
     """
     try:
         return run(args)
     except (ValueError, OSError, AudioDecodeError, TrainingDivergedError) as error:
-        print(f"{program} {args.command}: error: {error}", file=sys.stderr)
+        # Some libraries write paragraphs; on one line the message still reads as one error.
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"{program} {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -9,9 +10,9 @@ from typing import Any
 
 import torch
 
-from atomic_io import write_json_atomic
+from atomic_io import read_json, write_json_atomic
 from audio_cnn.audio_io import DecodedAudioCache
-from audio_cnn.checkpoint import load_run
+from audio_cnn.checkpoint import load_run, resolve_device
 from audio_cnn.chunks import EvenChunkDataset
 from audio_cnn.dataset_dirs import open_dataset_dir
 from audio_cnn.datasets import ClipRecord
@@ -26,7 +27,7 @@ def evaluate(
     run: str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
     *,
-    split: str = "test",
+    split: str | None = None,
     which: str = "best",
     out_dir: str | os.PathLike[str] | None = None,
     n_chunks: int | None = None,
@@ -34,49 +35,82 @@ def evaluate(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score a trained run on one split at chunk and clip level.
+    """Score a trained run on a split of a dataset at chunk and clip level.
 
     Parameters
     ----------
     run:
         Run directory written by :func:`audio_cnn.train`.
     data_dir:
-        The dataset directory (same layout rules as training).
+        The dataset directory (same layout rules as training): the run's own training data,
+        or other data with the same classes.
     split:
-        ``"train"``, ``"val"`` or ``"test"``.
+        ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every clip). Default: ``"test"``
+        for the data the run was trained on (the run records its data directory), ``"all"``
+        for other data, whose splits the run never saw.
     which:
         ``"best"`` or ``"last"`` checkpoint.
     out_dir:
-        Where ``metrics.json`` and the confusion-matrix PNGs go; default
-        ``run/evaluation/<split>``.
+        Where ``metrics.json`` and the confusion-matrix PNGs go. Default:
+        ``run/evaluation/<split>`` for the run's own data, ``run/evaluation/<data
+        folder>-<split>`` for other data (with a hash of the data's path added if that name
+        already holds the evaluation of another folder), so the run's own results are never
+        overwritten.
     n_chunks:
         Evenly spaced chunks per clip; default the run's training setting (8 of the first 29 s).
+    device:
+        Torch device (checked before any work); default CUDA when available, else the CPU.
 
     Returns
     -------
     A JSON-safe dictionary: ``accuracy`` and ``balanced_accuracy`` (clip level: mean logit over
     a clip's chunks), ``per_class_accuracy``, ``chunk_accuracy``, the full ``chunk`` and
     ``clip`` sections of :func:`audio_cnn.metrics.classification_metrics`, the ``split``,
-    the checkpoint used and the number of unreadable files skipped.
+    the checkpoint used, the ``data_dir`` scored (absolute), whether it is the run's
+    ``training_data``, the ``output_dir`` and the unreadable files skipped.
+
+    Raises
+    ------
+    ValueError
+        The data's classes differ from the run's, or the split is unknown.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     trained = load_run(run, which=which, device=device)
     dataset = open_dataset_dir(data_dir)
     if dataset.class_names != trained.class_names:
-        raise ValueError(
-            f"{data_dir} has classes {dataset.class_names} but the run was trained on "
-            f"{trained.class_names}"
+        missing = [name for name in trained.class_names if name not in dataset.class_names]
+        extra = [name for name in dataset.class_names if name not in trained.class_names]
+        differences = "; ".join(
+            f"{label} {names}"
+            for label, names in (("missing", missing), ("not in the run", extra))
+            if names
         )
-    if split not in dataset.splits:
-        raise ValueError(f"unknown split {split!r}; available: {sorted(dataset.splits)}")
-    settings = trained.checkpoint.get("run_settings", {}).get("train", {})
-    cache = DecodedAudioCache(Path(run) / "cache", trained.logmel.config.sample_rate)
-    out_dir = Path(out_dir) if out_dir is not None else Path(run) / "evaluation" / split
+        raise ValueError(
+            f"{data_dir} has classes {dataset.class_names} but the run {run} was trained on "
+            f"{trained.class_names} ({differences or 'in another order'}); evaluate needs data "
+            "with one folder per class of the run, named as in the run"
+        )
+    run_settings = trained.checkpoint.get("run_settings")
+    run_settings = run_settings if isinstance(run_settings, dict) else {}
+    data_path = Path(data_dir).resolve()
+    training_data = run_settings.get("data_dir") == str(data_path)
+    split = split or ("test" if training_data else "all")
+    if split == "all":
+        clips = [clip for clips in dataset.splits.values() for clip in clips]
+    elif split in dataset.splits:
+        clips = dataset.splits[split]
+    else:
+        raise ValueError(f"unknown split {split!r}; choose one of {[*dataset.splits, 'all']}")
+    run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
+    if out_dir is None:
+        out_dir = _evaluation_dir(run_dir / "evaluation", data_path, split, training_data)
+    settings = run_settings.get("train", {})
+    cache = DecodedAudioCache(run_dir / "cache", trained.logmel.config.sample_rate)
     return score_clips(
         trained.model,
         trained.logmel,
         trained.class_names,
-        dataset.splits[split],
+        clips,
         cache,
         split=split,
         n_chunks=n_chunks or settings.get("eval_chunks", 8),
@@ -86,8 +120,36 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         progress=progress,
-        details={"checkpoint": which},
+        details={
+            "checkpoint": which,
+            "data_dir": str(data_path),
+            "training_data": training_data,
+            "output_dir": str(out_dir),
+        },
     )
+
+
+def _evaluation_dir(root: Path, data_dir: Path, split: str, training_data: bool) -> Path:
+    """Where the evaluation of ``split`` of ``data_dir`` goes, under ``root``.
+
+    The run's own data: ``root/<split>``. Other data: ``root/<folder name>-<split>``, or, when
+    that folder holds the evaluation of another data folder of the same name (or one that
+    cannot be read), ``root/<folder name>-<hash of the path>-<split>``.
+    """
+    if training_data:
+        return root / split
+    name = data_dir.name or "data"
+    plain = root / f"{name}-{split}"
+    if not (plain / "metrics.json").exists():
+        return plain
+    try:
+        recorded = read_json(plain / "metrics.json", what="evaluation metrics").get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded == str(data_dir):
+        return plain
+    digest = hashlib.sha256(str(data_dir).encode("utf-8")).hexdigest()[:8]
+    return root / f"{name}-{digest}-{split}"
 
 
 def score_clips(
@@ -167,12 +229,16 @@ def score_clips(
         **metrics,
     }
     out_dir = Path(out_dir)
-    write_json_atomic(out_dir / "metrics.json", result)
-    for level in ("clip", "chunk"):
-        plot_confusion_matrix(
-            metrics[level]["confusion_matrix"],
-            names,
-            out_dir / f"confusion_{level}.png",
-            title=f"{split} split, {level} level (accuracy {metrics[level]['accuracy']:.3f})",
-        )
+    try:
+        write_json_atomic(out_dir / "metrics.json", result)
+        for level in ("clip", "chunk"):
+            plot_confusion_matrix(
+                metrics[level]["confusion_matrix"],
+                names,
+                out_dir / f"confusion_{level}.png",
+                title=f"{split} split, {level} level (accuracy {metrics[level]['accuracy']:.3f})",
+            )
+    except OSError as error:
+        # Each file is replaced atomically: a failed write leaves the earlier one intact.
+        raise OSError(f"cannot write the evaluation to {out_dir} ({error})") from error
     return result

@@ -68,10 +68,14 @@ def predict_files(
 
     Returns one JSON-safe dictionary per file with ``file``, ``class``, ``probability`` (of the
     predicted class) and ``probabilities`` (per class name). Unreadable files raise
-    :class:`audio_cnn.audio_io.AudioDecodeError` naming the file.
+    :class:`audio_cnn.audio_io.AudioDecodeError` naming the file; a damaged or foreign
+    checkpoint and an unavailable ``device`` raise ``ValueError`` naming them. ``device``
+    defaults to the CPU.
     """
-    from audio_cnn.checkpoint import load_run
+    from audio_cnn.checkpoint import load_run, resolve_device
 
+    # Checked before the checkpoint is read: a missing GPU is a one-line error.
+    device = resolve_device(device) if device is not None else None
     trained = load_run(run, which=which, device=device)
     config = trained.logmel.config
     clips = [ClipRecord(Path(f), 0, Path(f).stem) for f in files]

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,26 +27,101 @@ from tqdm.auto import tqdm
 
 from atomic_io import write_json_atomic, write_text_atomic
 from audio_cnn.audio_io import DecodedAudioCache
-from audio_cnn.augment import SpecAugment, build_augmentation
-from audio_cnn.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from audio_cnn.augment import Compose, SpecAugment, build_augmentation
+from audio_cnn.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
 from audio_cnn.chunks import EvenChunkDataset, RandomChunkDataset
 from audio_cnn.dataset_dirs import open_dataset_dir
+from audio_cnn.datasets import ClipRecord
 from audio_cnn.figures import plot_training_curves
 from audio_cnn.frontend import LogMel, LogMelConfig
 from audio_cnn.inference import predict_chunks
 from audio_cnn.metrics import classification_metrics
 from audio_cnn.model import AudioCNN, AudioCNNConfig
+from audio_cnn.ownership import lock_folder
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+    "train",
+]
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept on disk."""
 
 
+# The settings every preset may change, and the values of each preset (the rest: defaults).
+_PRESETS: dict[str, dict[str, Any]] = {
+    # Your own data (GTZAN or a folder per class): train until the validation score stops
+    # improving, within an hour; the epoch cap is only a guard. The learning rate halves on
+    # validation plateaus (a cosine schedule would need the number of epochs in advance).
+    "gtzan": {},
+    # The toy task: the recipe the demo's recorded sweep was computed with (cosine decay over
+    # exactly 20 epochs). No SpecAugment: the toy objects are short events, and masking them
+    # out mostly adds label noise (measured: slower convergence).
+    "toy": {
+        "epochs": 20,
+        "batch_size": 64,
+        "spec_augment": False,
+        "scheduler": "cosine",
+        "patience": 8,
+        "max_minutes": None,
+    },
+}
+_CHOICES = {
+    "optimizer": ("adamw", "sgd"),
+    "scheduler": ("cosine", "plateau", "none"),
+    "short_clips": ("pad", "skip"),
+}
+# torch.manual_seed takes at most 64 bits; numpy's SeedSequence needs seeds >= 0.
+_MAX_SEED = 2**63 - 1
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _integer_problem(name: str, value: Any, low: int, high: int | None = None) -> str | None:
+    # bool is an int subclass, but {"epochs": true} is a mistake, not 1 epoch.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{name} must be a whole number, got {_shown(value)}"
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        return f"{name} must be {bound}, got {_shown(value)}"
+    return None
+
+
+def _number_problem(
+    name: str, value: Any, low: float, *, low_allowed: bool, below: float | None = None
+) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name} must be a number, got {_shown(value)}"
+    # The settings are stored as JSON, which has no NaN or infinity; a whole number too
+    # large for a float would become one.
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        return f"{name} is too large, got {_shown(value)}"
+    if not math.isfinite(value):
+        return f"{name} must be finite, got {value}"
+    if value < low or (value == low and not low_allowed):
+        return f"{name} must be {'>=' if low_allowed else '>'} {low:g}, got {value}"
+    if below is not None and value >= below:
+        return f"{name} must be < {below:g}, got {value}"
+    return None
+
+
 @dataclass
 class TrainConfig:
     """Settings of :func:`train` (all JSON-safe, stored in the run directory).
+
+    Every setting is checked for type and range when the configuration is built, so bad
+    settings fail before any data is read: ``ValueError`` naming each bad setting.
 
     Parameters
     ----------
@@ -56,15 +132,15 @@ class TrainConfig:
     optimizer:
         ``"adamw"`` or ``"sgd"`` (with ``momentum``).
     lr, weight_decay, momentum:
-        Optimiser settings.
+        Optimiser settings (``lr > 0``, ``weight_decay >= 0``, ``0 <= momentum < 1``).
     scheduler:
-        ``"cosine"`` (cosine decay over ``epochs``), ``"plateau"`` (halve the rate when the
-        validation loss stalls for 2 epochs) or ``"none"``.
+        ``"plateau"`` (halve the rate when the validation loss stalls for 2 epochs),
+        ``"cosine"`` (cosine decay over ``epochs``) or ``"none"``.
     patience:
         Early stopping: stop after this many epochs without a better validation score
         (clip accuracy, ties broken by lower loss); 0 disables early stopping.
     seed:
-        Seeds weights, shuffling, crops, augmentation and dropout.
+        Seeds weights, shuffling, crops, augmentation and dropout (``0 … 2**63 - 1``).
     augmentation:
         Waveform augmentation config for :func:`audio_cnn.augment.build_augmentation`, or
         ``None`` for none.
@@ -76,72 +152,102 @@ class TrainConfig:
         Validation/evaluation chunks: this many evenly spaced chunks of the first
         ``eval_span_seconds`` of each clip.
     max_minutes:
-        Optional time budget; training stops after the epoch that exceeds it. ``None``: no
-        budget.
+        Time budget; training stops after the epoch that exceeds it. ``None``: no budget.
     num_workers:
         DataLoader worker processes (0 loads in the main process).
     device:
-        Torch device; ``None`` picks CUDA when available, else the CPU.
+        Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); ``None`` picks CUDA
+        when available, else the CPU. Whether it is available is checked when training
+        starts (see :func:`audio_cnn.checkpoint.resolve_device`).
     """
 
-    epochs: int = 40
+    epochs: int = 200
     batch_size: int = 32
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-2
     momentum: float = 0.9
-    scheduler: str = "cosine"
-    patience: int = 8
+    scheduler: str = "plateau"
+    patience: int = 10
     seed: int = 0
     augmentation: dict[str, Any] | None = None
     spec_augment: bool = True
     short_clips: str = "pad"
     eval_chunks: int = 8
     eval_span_seconds: float = 29.0
-    max_minutes: float | None = None
+    max_minutes: float | None = 60.0
     num_workers: int = 0
     device: str | None = None
 
     def __post_init__(self) -> None:
-        checks = {
-            "epochs must be >= 1": self.epochs >= 1,
-            "batch_size must be >= 1": self.batch_size >= 1,
-            "optimizer must be 'adamw' or 'sgd'": self.optimizer in ("adamw", "sgd"),
-            "lr must be > 0": self.lr > 0,
-            "scheduler must be 'cosine', 'plateau' or 'none'": self.scheduler
-            in ("cosine", "plateau", "none"),
-            "patience must be >= 0": self.patience >= 0,
-            "short_clips must be 'pad' or 'skip'": self.short_clips in ("pad", "skip"),
-            "eval_chunks must be >= 1": self.eval_chunks >= 1,
-            "num_workers must be >= 0": self.num_workers >= 0,
-            # The settings are stored as JSON, which has no NaN or infinity (no budget: None).
-            "lr, weight_decay, momentum, eval_span_seconds and max_minutes must be finite": all(
-                math.isfinite(value)
-                for value in (self.lr, self.weight_decay, self.momentum, self.eval_span_seconds)
-            )
-            and (self.max_minutes is None or math.isfinite(self.max_minutes)),
-        }
-        failed = [message for message, ok in checks.items() if not ok]
+        problems = [
+            _integer_problem("epochs", self.epochs, 1),
+            _integer_problem("batch_size", self.batch_size, 1),
+            _integer_problem("patience", self.patience, 0),
+            _integer_problem("seed", self.seed, 0, _MAX_SEED),
+            _integer_problem("eval_chunks", self.eval_chunks, 1),
+            _integer_problem("num_workers", self.num_workers, 0),
+            _number_problem("lr", self.lr, 0, low_allowed=False),
+            _number_problem("weight_decay", self.weight_decay, 0, low_allowed=True),
+            _number_problem("momentum", self.momentum, 0, low_allowed=True, below=1),
+            _number_problem("eval_span_seconds", self.eval_span_seconds, 0, low_allowed=False),
+        ]
+        if self.max_minutes is not None:
+            problems.append(_number_problem("max_minutes", self.max_minutes, 0, low_allowed=False))
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                problems.append(
+                    f"{name} must be one of {list(choices)}, got {_shown(getattr(self, name))}"
+                )
+        if not isinstance(self.spec_augment, bool):
+            problems.append(f"spec_augment must be true or false, got {_shown(self.spec_augment)}")
+        problems.append(self._augmentation_problem())
+        problems.append(self._device_problem())
+        failed = [problem for problem in problems if problem is not None]
         if failed:
             raise ValueError("invalid training settings: " + "; ".join(failed))
+        # Whole numbers given for real-valued settings are stored as floats, so a run's
+        # settings compare equal however they were written (resume checks them).
+        for name in ("lr", "weight_decay", "momentum", "eval_span_seconds"):
+            setattr(self, name, float(getattr(self, name)))
+        if self.max_minutes is not None:
+            self.max_minutes = float(self.max_minutes)
+
+    def _augmentation_problem(self) -> str | None:
+        try:
+            build_augmentation(self.augmentation)
+        except (TypeError, ValueError) as error:
+            return f"augmentation: {error}"
+        return None
+
+    def _device_problem(self) -> str | None:
+        if self.device is None:
+            return None
+        if not isinstance(self.device, str):
+            return (
+                f"device must be a device name such as 'cpu' or 'cuda', got {_shown(self.device)}"
+            )
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            return f"device {self.device!r} is not a torch device; use cpu, cuda, cuda:N or mps"
+        return None
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
         """Training defaults for a data preset, with ``overrides`` applied.
 
-        ``"gtzan"``: the reference recipe (SpecAugment on, batch 32, up to 40 epochs).
-        ``"toy"``: batch 64, up to 20 epochs, no SpecAugment — the toy objects are short
-        events, and masking them out mostly adds label noise (measured: slower convergence).
-        On the default toy task (2000 clips per class) 20 epochs took 104 s on 2 CPU cores
-        and reached 0.998 test accuracy (12 epochs: 71 s, 0.970).
+        ``"gtzan"`` (the default for GTZAN and any folder of your own): the reference
+        recipe (SpecAugment on, batch 32), trained until the validation score has not
+        improved for 10 epochs or for at most 60 minutes (checked after each epoch), with
+        the learning rate halved on validation plateaus; 200 epochs at most.
+        ``"toy"``: batch 64, 20 epochs with cosine decay, patience 8, no time budget, no
+        SpecAugment. On the default toy task (2000 clips per class) 20 epochs took 104 s on
+        2 CPU cores and reached 0.998 test accuracy (12 epochs: 71 s, 0.970).
         """
-        presets: dict[str, dict[str, Any]] = {
-            "gtzan": {},
-            "toy": {"epochs": 20, "batch_size": 64, "spec_augment": False},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(presets)}")
-        return cls.from_dict({**presets[name], **overrides})
+        if name not in _PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(_PRESETS)}")
+        return cls.from_dict({**_PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary."""
@@ -149,17 +255,35 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys and bad values are a ``ValueError``."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(key) for key in set(data) - known)
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
 
+    def stopping_rule(self) -> str:
+        """When training stops, in words (printed when training starts)."""
+        if not self.patience and self.max_minutes is None:
+            return f"runs all {self.epochs} epochs (no early stopping, no time budget)"
+        rules = []
+        if self.patience:
+            rules.append(
+                f"when the validation score has not improved for {self.patience} "
+                f"epoch{'s' * (self.patience != 1)}"
+            )
+        if self.max_minutes is not None:
+            rules.append(f"after the epoch that passes {self.max_minutes:g} min")
+        return f"stops {', '.join(rules)}, or after {self.epochs} epochs, whichever comes first"
+
 
 @dataclass
 class TrainResult:
-    """What :func:`train` did: run directory, epochs run, best validation metrics, history."""
+    """What :func:`train` did: run directory, epochs run, best validation metrics, history.
+
+    ``stop_reason`` says in words why training ended (validation plateau, time budget or
+    epoch cap); ``stopped_early`` is true when it was the validation plateau.
+    """
 
     run_dir: Path
     epochs_run: int
@@ -167,16 +291,11 @@ class TrainResult:
     best_metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    stop_reason: str = ""
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def _resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -228,6 +347,13 @@ def _validate(
     }
 
 
+def _diverged(what: str, value: float, epoch: int, out_dir: Path, lr: float) -> str:
+    return (
+        f"non-finite {what} ({value}) in epoch {epoch + 1}; the last good checkpoint is kept in "
+        f"{out_dir}. Lower the learning rate (now {lr}) or check the data for NaN/Inf."
+    )
+
+
 def train(
     data_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -239,6 +365,13 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train an :class:`AudioCNN` on an audio folder and write a run directory.
+
+    Training stops by the rule of ``config`` (:meth:`TrainConfig.stopping_rule`): with the
+    ``gtzan`` preset, when the validation score stops improving or the time budget is used;
+    with ``toy``, after its 20 epochs (or 8 without improvement). The preset, why it was
+    chosen and the stopping rule are printed first (with ``progress``). The run directory is
+    locked while training (:func:`~audio_cnn.ownership.lock_folder`): a second writer is
+    refused.
 
     Parameters
     ----------
@@ -258,13 +391,32 @@ def train(
     cache_dir:
         Decoded-audio cache; default ``out_dir/cache``.
     progress:
-        Show tqdm progress bars.
+        Show tqdm progress bars, and print the preset, the stopping rule and each epoch.
+
+    Raises
+    ------
+    ValueError
+        Bad data, settings that differ from the run being resumed, or a damaged checkpoint.
+    FileExistsError, FileNotFoundError
+        ``out_dir`` holds a run and ``resume`` is false, or holds none to resume.
+    ~audio_cnn.ownership.FolderInUseError
+        Another process is training into ``out_dir``.
+    OSError
+        A checkpoint or metrics file could not be written (e.g. a full disk); the files of
+        the last complete epoch are kept, so the run can be resumed.
+    TrainingDivergedError
+        The loss became NaN or infinite.
     """
     out_dir = Path(out_dir)
+    # The device is checked before any data is read (a missing GPU is a one-line error).
+    device = resolve_device(config.device if config is not None else None)
     dataset = open_dataset_dir(data_dir)
-    preset = preset or dataset.preset
+    if preset is None:
+        preset = dataset.preset
+        reason = getattr(dataset, "preset_reason", None) or f"the default for {dataset.kind} data"
+    else:
+        reason = "given explicitly"
     config = config or TrainConfig.preset(preset)
-    device = _resolve_device(config.device)
 
     logmel_config = LogMelConfig.preset(preset)
     model_config = AudioCNNConfig.preset(
@@ -280,46 +432,79 @@ def train(
         "logmel_config": logmel_config.to_dict(),
         "class_names": dataset.class_names,
     }
+    augment = build_augmentation(config.augmentation, sample_rate=logmel_config.sample_rate)
 
     last_path = out_dir / "last.pt"
-    checkpoint = None
-    if resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
-        checkpoint = load_checkpoint(last_path)
-        stored = checkpoint.get("run_settings", {})
-        differing = sorted(
-            k for k in run_settings if k != "data_dir" and stored.get(k) != run_settings[k]
-        )
-        if differing:
-            raise ValueError(
-                f"cannot resume {out_dir}: settings differ from the stored run in {differing}; "
-                "use the same flags (or a new --out)"
+    if resume and not last_path.is_file():
+        raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
+    with lock_folder(out_dir, what="run", hint="or write to another --out"):
+        checkpoint = None
+        if resume:
+            checkpoint = load_checkpoint(last_path)
+            stored = checkpoint.get("run_settings", {})
+            differing = sorted(
+                k for k in run_settings if k != "data_dir" and stored.get(k) != run_settings[k]
             )
-    elif last_path.exists():
-        raise FileExistsError(
-            f"{out_dir} already holds a training run; pass resume=True (--resume) to continue it "
-            "or choose another output directory"
+            if differing:
+                raise ValueError(
+                    f"cannot resume {out_dir}: settings differ from the stored run in "
+                    f"{differing}; use the same flags (or a new --out)"
+                )
+        elif last_path.exists():
+            raise FileExistsError(
+                f"{out_dir} already holds a training run; pass resume=True (--resume) to "
+                "continue it or choose another output directory"
+            )
+        if progress:
+            tqdm.write(f"preset {preset}: {reason}\ntraining {config.stopping_rule()}")
+        write_json_atomic(out_dir / "config.json", run_settings)
+        return _train_locked(
+            dataset.splits,
+            dataset.class_names,
+            out_dir,
+            config=config,
+            logmel_config=logmel_config,
+            model_config=model_config,
+            run_settings=run_settings,
+            checkpoint=checkpoint,
+            augment=augment,
+            device=device,
+            cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
+            progress=progress,
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "config.json", run_settings)
 
-    cache = DecodedAudioCache(
-        Path(cache_dir) if cache_dir else out_dir / "cache", logmel_config.sample_rate
-    )
+
+def _train_locked(
+    splits: Mapping[str, list[ClipRecord]],
+    class_names: list[str],
+    out_dir: Path,
+    *,
+    config: TrainConfig,
+    logmel_config: LogMelConfig,
+    model_config: AudioCNNConfig,
+    run_settings: dict[str, Any],
+    checkpoint: dict[str, Any] | None,
+    augment: Compose | None,
+    device: torch.device,
+    cache_dir: Path,
+    progress: bool,
+) -> TrainResult:
+    """The training loop of :func:`train`, run while it holds the run directory."""
+    cache = DecodedAudioCache(cache_dir, logmel_config.sample_rate)
     report = cache.prepare(
-        [clip.path for clips in dataset.splits.values() for clip in clips], progress=progress
+        [clip.path for clips in splits.values() for clip in clips], progress=progress
     )
     splits = {
         name: [clip for clip in clips if clip.path not in report.failed]
-        for name, clips in dataset.splits.items()
+        for name, clips in splits.items()
     }
-    if report.failed:
-        tqdm.write(f"skipping unreadable files: {report}")
+    # prepare() has warned about each kind of bad clip; the run keeps the counts and reasons.
+    write_json_atomic(out_dir / "data_report.json", report.to_dict())
     if not splits["train"] or not splits["val"]:
-        raise ValueError(f"{data_dir}: the train and validation splits must not be empty")
+        raise ValueError(
+            f"{run_settings['data_dir']}: the train and validation splits must not be empty"
+        )
 
-    augment = build_augmentation(config.augmentation, sample_rate=logmel_config.sample_rate)
     train_set = RandomChunkDataset(
         splits["train"],
         cache,
@@ -369,8 +554,12 @@ def train(
         best_epoch, stale = checkpoint["best_epoch"], checkpoint["stale_epochs"]
 
     started = time.monotonic()
+    stop_reason = f"all {config.epochs} epochs are done"
     for epoch in range(start_epoch, config.epochs):
         if config.patience and stale >= config.patience:
+            stop_reason = (
+                f"the validation score has not improved for {stale} epoch{'s' * (stale != 1)}"
+            )
             break
         epoch_seed = _epoch_seed(config.seed, epoch)
         torch.manual_seed(epoch_seed)  # dropout masks
@@ -399,9 +588,7 @@ def train(
             loss = nn.functional.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"non-finite training loss ({loss.item()}) in epoch {epoch + 1}; the last good "
-                    f"checkpoint is kept in {out_dir}. Lower the learning rate (now {config.lr}) "
-                    "or check the data for NaN/Inf."
+                    _diverged("training loss", loss.item(), epoch, out_dir, config.lr)
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -412,7 +599,12 @@ def train(
             bar.set_postfix(loss=f"{total_loss / total_seen:.3f}")
 
         model.eval()
-        val = _validate(model, logmel, val_set, dataset.class_names, config, device)
+        val = _validate(model, logmel, val_set, class_names, config, device)
+        if not math.isfinite(val["loss"]):
+            # The last step broke the weights: saving them would replace the good checkpoint.
+            raise TrainingDivergedError(
+                _diverged("validation loss", val["loss"], epoch, out_dir, config.lr)
+            )
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(val["loss"])
@@ -438,7 +630,7 @@ def train(
             "format": CHECKPOINT_FORMAT,
             "model_config": model_config.to_dict(),
             "logmel_config": logmel_config.to_dict(),
-            "class_names": list(dataset.class_names),
+            "class_names": list(class_names),
             "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict() if scheduler is not None else {},
@@ -450,11 +642,20 @@ def train(
             "best_json": json.dumps(best),
             "run_settings": run_settings,
         }
-        if improved:
-            save_checkpoint(out_dir / "best.pt", state)
-        save_checkpoint(last_path, state)
-        write_text_atomic(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        plot_training_curves(history, out_dir / "curves.png")
+        try:
+            if improved:
+                save_checkpoint(out_dir / "best.pt", state)
+            save_checkpoint(out_dir / "last.pt", state)
+            write_text_atomic(
+                out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history)
+            )
+            plot_training_curves(history, out_dir / "curves.png")
+        except OSError as error:
+            # Every file is replaced atomically, so the previous epoch's files are intact.
+            raise OSError(
+                f"cannot save epoch {epoch + 1} in {out_dir} ({error}); free disk space, then "
+                "continue with --resume from the last complete checkpoint"
+            ) from error
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} "
@@ -462,10 +663,10 @@ def train(
                 f"clip acc {val['clip_accuracy']:.3f}{' *' if improved else ''}"
             )
         if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
-            tqdm.write(f"stopping: time budget of {config.max_minutes} min used")
+            stop_reason = f"the time budget of {config.max_minutes:g} min is used"
             break
 
-    if best is None or math.isnan(best["loss"]):
+    if best is None:
         raise RuntimeError("training produced no validated epoch")
     stopped_early = bool(config.patience) and stale >= config.patience
-    return TrainResult(out_dir, len(history), best_epoch, best, history, stopped_early)
+    return TrainResult(out_dir, len(history), best_epoch, best, history, stopped_early, stop_reason)

@@ -27,11 +27,13 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from atomic_io import write_json_atomic
+from audio_cnn.ownership import lock_folder
 from audio_concepts.analysis_report import build_report
 from audio_concepts.config import METHODS, AnalysisConfig, positive_int
 from audio_concepts.data import AudioData
@@ -203,29 +205,32 @@ class Analysis:
         )
         if coverage is not None:
             warnings.warn(coverage, UserWarning, stacklevel=2)
-        self._state, self._subspaces = fit_subspaces(
-            self.data, self.workspace, self.config, plan, progress=progress
-        )
-        self._explanations = self._results = None
-        self._record("fit", start)
+        with self._writing():
+            self._state, self._subspaces = fit_subspaces(
+                self.data, self.workspace, self.config, plan, progress=progress
+            )
+            self._explanations = self._results = None
+            self._record("fit", start)
         return self.state
 
     def explain(self, *, progress: bool = True) -> Explanations:
         """Step 2: concept heatmaps of the evaluation chunks (``explanations/``)."""
         start = time.perf_counter()
-        explanations = explain_chunks(self.data, self.state, self.subspaces, progress=progress)
-        explanations.save(self.workspace, self.state)
-        self._explanations, self._results = explanations, None
-        self._record("explain", start)
+        with self._writing():
+            explanations = explain_chunks(self.data, self.state, self.subspaces, progress=progress)
+            explanations.save(self.workspace, self.state)
+            self._explanations, self._results = explanations, None
+            self._record("explain", start)
         return explanations
 
     def evaluate(self, *, progress: bool = True) -> dict[str, Any]:
         """Step 3: patch flipping, recovery and accuracy (``evaluation/``)."""
         start = time.perf_counter()
-        self._results = evaluate_explanations(
-            self.data, self.workspace, self.state, self.explanations, progress=progress
-        )
-        self._record("evaluate", start)
+        with self._writing():
+            self._results = evaluate_explanations(
+                self.data, self.workspace, self.state, self.explanations, progress=progress
+            )
+            self._record("evaluate", start)
         return self._results
 
     def summary(self) -> dict[str, Any]:
@@ -272,28 +277,39 @@ class Analysis:
             self._state = replace(self.state, timings_s={**timings, **self.state.timings_s})
         explanations = self.explanations  # first: a stale one names the earliest step to redo
         summary = self.summary()
-        build_report(
-            self.model.frontend,
-            self.workspace,
-            self.state,
-            summary,
-            explanations,
-            self.subspaces,
-            examples_per_class=examples_per_class,
-            prototypes_per_concept=prototypes_per_concept,
-            progress=progress,
-            notes=notes,
-            extra_sections=extra_sections,
-        ).write(self.workspace.report_path)
-        self._record("report", start)
-        summary = {**summary, "timings_s": dict(self.state.timings_s), **(extra_summary or {})}
-        write_json_atomic(self.workspace.summary_path, summary)
+        with self._writing():
+            build_report(
+                self.model.frontend,
+                self.workspace,
+                self.state,
+                summary,
+                explanations,
+                self.subspaces,
+                examples_per_class=examples_per_class,
+                prototypes_per_concept=prototypes_per_concept,
+                progress=progress,
+                notes=notes,
+                extra_sections=extra_sections,
+            ).write(self.workspace.report_path)
+            self._record("report", start)
+            summary = {
+                **summary,
+                "timings_s": dict(self.state.timings_s),
+                **(extra_summary or {}),
+            }
+            write_json_atomic(self.workspace.summary_path, summary)
         return summary
 
     def _record(self, step: str, start: float) -> None:
         """Record the seconds since ``start`` as ``step``'s in ``analysis.json``."""
         self._state = self.state.with_timings({step: time.perf_counter() - start})
         self.workspace.write_state(self._state)
+
+    def _writing(self) -> AbstractContextManager[Path]:
+        """Hold the analysis folder: one writer at a time (a second is refused, named)."""
+        return lock_folder(
+            self.workspace.root, what="analysis folder", hint="or write to another --out"
+        )
 
 
 # --------------------------------------------------------------------------- one step per call

@@ -34,7 +34,7 @@ _CONFIG_FLAGS: dict[str, tuple[type, str]] = {
     "max_iter": (int, "iteration limit of the DRSA and DSA solvers"),
     "n_restarts": (int, "random starts of the DRSA and DSA solvers"),
     "tol": (float, "relative improvement over 10 iterations below which the solvers stop"),
-    "ordering": (str, "patch flipping of K concept maps: round_robin or union"),
+    "ordering": (str, "patch flipping of K concept maps: round_robin, union or positive_sum"),
     "removal": (float, "value written into removed patches; None: the front-end's log-mel floor"),
     "score": (str, "score tracked by patch flipping: logit or relu_logit"),
     "batch_size": (int, "chunks per forward/backward pass"),

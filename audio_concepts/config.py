@@ -14,7 +14,7 @@ METHODS = ("drsa", "prca", "dsa", "random")
 """Subspace methods compared by the analysis; ``"standard"`` (the LRP heatmap) is always added."""
 
 _SEEDED = {"drsa", "dsa", "random"}  # PRCA is deterministic
-_ORDERINGS = ("round_robin", "union")
+_ORDERINGS = ("round_robin", "union", "positive_sum")
 _SCORES = ("logit", "relu_logit")
 SPLIT_NAMES = {"test": "test", "val": "validation"}
 """``eval_split`` → the split's name in words (for reports)."""

@@ -121,8 +121,22 @@ def run_demo(
     lap("synthesise")
     run = out_dir / "run"
     device = None if config is None else config.device
+    # The recorded sweep shipped with the package was computed on the model these exact
+    # settings train (cosine decay over 20 epochs, patience 8, batch 64, no SpecAugment, no
+    # time budget): pinned here, so that later changes of the presets' defaults (such as
+    # stopping on a validation plateau within a time budget) leave the demo's model as it is.
+    # Patience stays 8, the value it was recorded with, rather than 0: the same value gives
+    # the same model, and an earlier demo directory still resumes (its settings must match).
     training = TrainConfig.preset(
-        "toy", epochs=epochs, max_minutes=max_minutes, seed=seed, device=device
+        "toy",
+        epochs=epochs,
+        batch_size=64,
+        spec_augment=False,
+        scheduler="cosine",
+        patience=8,
+        max_minutes=max_minutes,
+        seed=seed,
+        device=device,
     )
     train(
         data,

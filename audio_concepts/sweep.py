@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from atomic_io import atomic_path, read_json, write_json_atomic
+from audio_cnn.ownership import lock_folder
 from audio_concepts.analysis import Analysis, ModelSource
 from audio_concepts.config import AnalysisConfig
 from audio_concepts.planning import plan_layer
@@ -209,36 +210,37 @@ def sweep_concepts(
     source = {"run": first.model.name, "data_dir": str(first.data.root.resolve())}
     finished = {pair: _finished(out_dir, pair, configs[pair], source) for pair in pairs}
 
-    summaries: dict[tuple[str, int], dict[str, Any]] = {}
-    for pair in pairs:
-        if finished[pair] is not None:
-            summaries[pair] = finished[pair]
-            continue
-        folder = _pair_dir(out_dir, pair)
-        if progress:
-            tqdm.write(f"sweep: layer {pair[0]}, K = {pair[1]} → {folder}")
-        analysis = Analysis(first.model, first.data, Workspace(folder), configs[pair])
-        analysis.fit(progress=progress)
-        analysis.explain(progress=progress)
-        analysis.evaluate(progress=progress)
-        summaries[pair] = analysis.summary()
-        entry = {"config": configs[pair].to_dict(), **source, "summary": summaries[pair]}
-        write_json_atomic(folder / _ENTRY, entry)
+    with lock_folder(out_dir, what="sweep folder", hint="or sweep into another --out"):
+        summaries: dict[tuple[str, int], dict[str, Any]] = {}
+        for pair in pairs:
+            if finished[pair] is not None:
+                summaries[pair] = finished[pair]
+                continue
+            folder = _pair_dir(out_dir, pair)
+            if progress:
+                tqdm.write(f"sweep: layer {pair[0]}, K = {pair[1]} → {folder}")
+            analysis = Analysis(first.model, first.data, Workspace(folder), configs[pair])
+            analysis.fit(progress=progress)
+            analysis.explain(progress=progress)
+            analysis.evaluate(progress=progress)
+            summaries[pair] = analysis.summary()
+            entry = {"config": configs[pair].to_dict(), **source, "summary": summaries[pair]}
+            write_json_atomic(folder / _ENTRY, entry)
 
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("layer", "n_subspaces")}
-    result = SweepResult(
-        out_dir=out_dir,
-        layers=tuple(layers),
-        n_subspaces=tuple(ks),
-        eval_split=config.eval_split,
-        accuracy=summaries[pairs[0]]["accuracy"],
-        rows=tuple(row for pair in pairs for row in _rows(pair, summaries[pair])),
-        computed=tuple(pair for pair in pairs if finished[pair] is None),
-        reused=tuple(pair for pair in pairs if finished[pair] is not None),
-        settings={**settings, **source},
-    )
-    write_json_atomic(out_dir / "sweep.json", result.to_dict())
-    plot_sweep(result, out_dir / "sweep.png")
+        settings = {k: v for k, v in config.to_dict().items() if k not in ("layer", "n_subspaces")}
+        result = SweepResult(
+            out_dir=out_dir,
+            layers=tuple(layers),
+            n_subspaces=tuple(ks),
+            eval_split=config.eval_split,
+            accuracy=summaries[pairs[0]]["accuracy"],
+            rows=tuple(row for pair in pairs for row in _rows(pair, summaries[pair])),
+            computed=tuple(pair for pair in pairs if finished[pair] is None),
+            reused=tuple(pair for pair in pairs if finished[pair] is not None),
+            settings={**settings, **source},
+        )
+        write_json_atomic(out_dir / "sweep.json", result.to_dict())
+        plot_sweep(result, out_dir / "sweep.png")
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,58 @@ def test_any_file_content_gives_a_dict_or_a_value_error(
         assert str(config) in str(error) and "\n" not in str(error)
     else:
         assert isinstance(merged, dict)
+
+
+def _help_text(argv: list[str], capsys) -> str:
+    from audio_cnn.cli import main as audio_cnn_main
+
+    with pytest.raises(SystemExit) as exited:
+        audio_cnn_main([*argv, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Argument (as written in its help entry) → its help, over the argument sections."""
+    entries: dict[str, str] = {}
+    current, in_section = None, False
+    for line in text.splitlines():
+        if line in ("positional arguments:", "options:"):
+            in_section, current = True, None
+        elif not line.startswith("  "):  # a blank line or another heading ends the section
+            in_section, current = False, None
+        elif in_section and re.match(r"^  \S", line):
+            current, _, meaning = line.strip().partition("  ")
+            entries[current] = meaning.strip()
+        elif in_section and current is not None:
+            entries[current] = f"{entries[current]} {line.strip()}".strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "predict"])
+def test_every_audio_cnn_argument_has_a_meaning_and_every_option_its_default(
+    command: str, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    text = _help_text([command], capsys)
+    entries = _help_entries(text)
+    usage = text.split("\n\n")[0]
+    flags = set(re.findall(r"(--[a-z][a-z-]*)", usage)) - {"--help"}
+    described = {flag for entry in entries for flag in re.findall(r"--[a-z][a-z-]*", entry)}
+    assert flags <= described, f"options without a help entry: {sorted(flags - described)}"
+    for entry, meaning in entries.items():
+        assert meaning, f"{command} {entry} has no help"
+        if entry.startswith("-") and entry != "-h, --help":
+            assert "(default: " in meaning or "(required)" in meaning, f"{entry}: {meaning}"
+            assert "(default: None)" not in meaning, f"{entry} hides its real default"
+
+
+def test_training_flags_show_the_defaults_of_both_presets(monkeypatch, capsys) -> None:
+    from audio_cnn.train import TrainConfig
+
+    monkeypatch.setenv("COLUMNS", "100")
+    entries = _help_entries(_help_text(["train"], capsys))
+    toy, gtzan = TrainConfig.preset("toy"), TrainConfig.preset("gtzan")
+    patience = entries["--patience PATIENCE"]
+    assert f"{toy.patience} with the toy preset, {gtzan.patience} with the gtzan preset" in patience
+    assert "(default: adamw)" in entries["--optimizer OPTIMIZER"]

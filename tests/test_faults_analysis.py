@@ -197,3 +197,37 @@ def test_the_attributor_takes_float64_inputs_in_the_models_dtype():
         narrow = attributor.explain(x.float(), target=torch.tensor([0, 1]))
     assert wide.heatmaps.dtype == torch.float32
     torch.testing.assert_close(wide.heatmaps, narrow.heatmaps)
+
+
+_HOLD = """
+import sys
+from audio_cnn.ownership import lock_folder
+
+with lock_folder(sys.argv[1], what="analysis folder", hint="or write to another --out"):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_writer_of_an_analysis_folder_is_refused_and_told_who(finished, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    out = _copy(finished, tmp_path)
+    before = (out / "analysis.json").read_bytes()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for command in ("explain", "evaluate", "report"):
+            assert main([command, str(out), "--no-progress"]) == 1
+            error = _one_line_error(capsys)
+            assert f"analysis folder {out} is in use by another process (pid {holder.pid}" in error
+    finally:
+        holder.communicate("", timeout=30)
+    assert (out / "analysis.json").read_bytes() == before  # nothing was written
+    assert main(["evaluate", str(out), "--no-progress"]) == 0  # free again

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from audio_cnn import (
     evaluate,
     load_checkpoint,
     load_run,
+    open_dataset_dir,
     train,
     write_synthetic_dataset,
 )
@@ -197,3 +199,112 @@ def test_gtzan_preset_runs_end_to_end_on_a_gtzan_layout(tmp_path):
     metrics = evaluate(tmp_path / "run", data, progress=False)
     assert metrics["clip"]["n"] in (10, 11)  # fold 2 of 5: about one track per genre
     assert metrics["chunk"]["n"] >= metrics["clip"]["n"]
+
+
+# --------------------------------------------------------------------------------------------
+# When training stops
+
+
+def test_own_data_trains_until_validation_stops_improving_within_an_hour():
+    config = TrainConfig.preset("gtzan")
+    assert (config.patience, config.max_minutes, config.scheduler) == (10, 60.0, "plateau")
+    assert config.epochs >= 100, "the epoch cap is a guard, not the stopping rule"
+    assert config == TrainConfig(), "the dataclass defaults are the recipe for your own data"
+    assert "has not improved for 10 epochs" in config.stopping_rule()
+    assert "60 min" in config.stopping_rule()
+
+
+def test_the_toy_preset_keeps_the_recipe_the_demo_sweep_was_recorded_with():
+    config = TrainConfig.preset("toy")
+    assert (config.epochs, config.batch_size, config.spec_augment) == (20, 64, False)
+    assert (config.scheduler, config.patience, config.max_minutes) == ("cosine", 8, None)
+
+
+def test_training_stops_when_the_validation_score_stops_improving(toy_data, tmp_path):
+    # A learning rate far below float32 resolution leaves the weights, and so the validation
+    # score, exactly as they are: every epoch after the first is without improvement.
+    config = TrainConfig(**{**TINY, "epochs": 5, "patience": 1, "lr": 1e-30})
+    result = train(toy_data, tmp_path / "run", config=config, progress=False)
+    assert (result.epochs_run, result.best_epoch, result.stopped_early) == (2, 1, True)
+    assert result.stop_reason == "the validation score has not improved for 1 epoch"
+
+
+def test_training_stops_after_the_epoch_that_uses_up_the_time_budget(toy_data, tmp_path):
+    config = TrainConfig(**{**TINY, "epochs": 5, "max_minutes": 1e-9})
+    result = train(toy_data, tmp_path / "run", config=config, progress=False)
+    assert result.epochs_run == 1 and not result.stopped_early
+    assert "time budget" in result.stop_reason
+
+
+def test_training_says_which_preset_why_and_when_it_stops(toy_data, tmp_path, capsys):
+    # The data layer's reason for its choice of preset (from the clips), where it gives one.
+    dataset = open_dataset_dir(toy_data)
+    reason = getattr(dataset, "preset_reason", None) or "the default for synthetic data"
+    train(toy_data, tmp_path / "run", config=TrainConfig.preset("toy", **TINY), progress=True)
+    out = capsys.readouterr().out
+    assert f"preset toy: {reason}\ntraining runs all 2 epochs (no early stopping" in out
+    config = TrainConfig(**{**TINY, "patience": 3})
+    train(toy_data, tmp_path / "other", preset="toy", config=config, progress=True)
+    assert (
+        "preset toy: given explicitly\ntraining stops when the validation score has not "
+        "improved for 3 epochs, after the epoch that passes 60 min, or after 2 epochs"
+    ) in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating a run on its own data and on other data
+
+
+@pytest.fixture
+def run_and_other_data(toy, tmp_path) -> tuple[Path, Path, Path]:
+    """A writable copy of the toy run, its training data, and a copy of the data elsewhere."""
+    run = Path(shutil.copytree(toy[1], tmp_path / "run"))
+    other = Path(shutil.copytree(toy[0], tmp_path / "elsewhere" / "recordings"))
+    return run, toy[0], other
+
+
+def test_evaluating_the_training_data_scores_its_test_split(run_and_other_data, capsys):
+    run, own, _ = run_and_other_data
+    assert main(["evaluate", str(run), str(own), "--no-progress"]) == 0
+    assert (
+        f"metrics and confusion matrices in {run / 'evaluation' / 'test'}"
+        in capsys.readouterr().out
+    )
+    metrics = json.loads((run / "evaluation" / "test" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["training_data"] is True
+    assert metrics["data_dir"] == str(own.resolve())
+
+
+def test_other_data_is_scored_whole_without_touching_the_runs_own_results(run_and_other_data):
+    run, own, other = run_and_other_data
+    evaluate(run, own, progress=False)
+    own_result = (run / "evaluation" / "test" / "metrics.json").read_bytes()
+
+    metrics = evaluate(run, other, progress=False)
+    n_clips = sum(len(list((other / name).glob("*.wav"))) for name in ("class0", "class1"))
+    assert metrics["split"] == "all" and metrics["clip"]["n"] == n_clips
+    written = run / "evaluation" / "recordings-all" / "metrics.json"
+    recorded = json.loads(written.read_text())
+    assert recorded["data_dir"] == str(other.resolve()) and recorded["training_data"] is False
+    assert (run / "evaluation" / "test" / "metrics.json").read_bytes() == own_result
+
+
+def test_split_all_of_the_training_data_goes_beside_its_test_split(run_and_other_data):
+    run, own, _ = run_and_other_data
+    metrics = evaluate(run, own, split="all", progress=False)
+    assert metrics["output_dir"] == str(run / "evaluation" / "all")
+    assert metrics["clip"]["n"] == 40  # the toy fixture's 20 clips per class
+
+
+def test_two_data_folders_of_the_same_name_get_their_own_evaluations(run_and_other_data, tmp_path):
+    run, own, other = run_and_other_data
+    namesake = Path(shutil.copytree(own, tmp_path / "second" / "recordings"))
+    first = evaluate(run, other, split="test", progress=False)
+    second = evaluate(run, namesake, split="test", progress=False)
+    assert first["output_dir"] == str(run / "evaluation" / "recordings-test")
+    assert second["output_dir"] not in (first["output_dir"], str(run / "evaluation" / "test"))
+    assert Path(second["output_dir"]).name.startswith("recordings-")
+    first_file = json.loads((Path(first["output_dir"]) / "metrics.json").read_text())
+    assert first_file["data_dir"] == str(other.resolve())
+    again = evaluate(run, other, split="test", progress=False)
+    assert again["output_dir"] == first["output_dir"], "the same data goes to the same place"
