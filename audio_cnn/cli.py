@@ -275,7 +275,16 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(predictions, indent=2))
         else:
             for item in predictions:
-                print(f"{item['file']}: {item['class']} (p = {item['probability']:.3f})")
+                if item["class"] is None:
+                    print(f"{item['file']}: not classified ({item['skipped']})")
+                else:
+                    print(f"{item['file']}: {item['class']} (p = {item['probability']:.3f})")
+        skipped = [item["file"] for item in predictions if item["class"] is None]
+        if skipped:
+            raise ValueError(
+                f"{len(skipped)} of {len(predictions)} files not classified (too short or "
+                f"silent): {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}"
+            )
     return 0
 
 

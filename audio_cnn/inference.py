@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from audio_cnn.audio_io import DecodedAudioCache
+from audio_cnn.audio_io import AudioDecodeError, DecodedAudioCache
 from audio_cnn.chunks import EvenChunkDataset
 from audio_cnn.datasets import ClipRecord
 from audio_cnn.frontend import LogMel
@@ -66,8 +66,11 @@ def predict_files(
 ) -> list[dict[str, Any]]:
     """Classify audio files with a trained run (clip level: mean logit over evenly spaced chunks).
 
-    Returns one JSON-safe dictionary per file with ``file``, ``class``, ``probability`` (of the
-    predicted class) and ``probabilities`` (per class name). Unreadable files raise
+    Returns one JSON-safe dictionary per file, in the order given, with ``file``, ``class``,
+    ``probability`` (of the predicted class) and ``probabilities`` (per class name); a
+    truncated WAV adds a ``warning``. Clips too short or silent to classify (see
+    :meth:`~audio_cnn.audio_io.DecodedAudioCache.prepare`) are not classified: their
+    ``class`` and probabilities are ``None`` and ``skipped`` says why. Unreadable files raise
     :class:`audio_cnn.audio_io.AudioDecodeError` naming the file; a damaged or foreign
     checkpoint and an unavailable ``device`` raise ``ValueError`` naming them. ``device``
     defaults to the CPU.
@@ -78,11 +81,25 @@ def predict_files(
     device = resolve_device(device) if device is not None else None
     trained = load_run(run, which=which, device=device)
     config = trained.logmel.config
-    clips = [ClipRecord(Path(f), 0, Path(f).stem) for f in files]
+    # Remember the current file: each of its chunks reads it again.
+    cache = DecodedAudioCache(None, config.sample_rate, memory_items=1)
+    # Checked first (it warns): a silent or near-empty clip must not get a confident class.
+    report = cache.prepare([Path(f) for f in files], progress=False)
+    if report.undecodable:
+        path, reason = next(iter(report.undecodable.items()))
+        raise AudioDecodeError(path, reason)
+    clips = [ClipRecord(Path(f), 0, Path(f).stem) for f in files if Path(f) not in report.failed]
+    skipped = [
+        {"file": str(f), "class": None, "probability": None, "probabilities": None,
+         "skipped": report.failed[Path(f)]}
+        for f in files
+        if Path(f) in report.failed
+    ]  # fmt: skip
+    if not clips:
+        return skipped
     chunks = EvenChunkDataset(
         clips,
-        # Remember the current file: each of its chunks reads it again.
-        DecodedAudioCache(None, config.sample_rate, memory_items=1),
+        cache,
         config.chunk_samples,
         n_chunks=n_chunks,
         span_seconds=span_seconds,
@@ -104,6 +121,12 @@ def predict_files(
                 "class": trained.class_names[best],
                 "probability": float(p[best]),
                 "probabilities": dict(zip(trained.class_names, map(float, p), strict=True)),
+                **(
+                    {"warning": report.truncated[clip.path]}
+                    if clip.path in report.truncated
+                    else {}
+                ),
             }
         )
-    return results
+    order = {str(Path(f)): i for i, f in enumerate(files)}
+    return sorted(results + skipped, key=lambda item: order[item["file"]])

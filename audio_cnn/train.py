@@ -62,16 +62,16 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # improving, within an hour; the epoch cap is only a guard. The learning rate halves on
     # validation plateaus (a cosine schedule would need the number of epochs in advance).
     "gtzan": {},
-    # The toy task: the recipe the demo's recorded sweep was computed with (cosine decay over
-    # exactly 20 epochs). No SpecAugment: the toy objects are short events, and masking them
-    # out mostly adds label noise (measured: slower convergence).
+    # One-second clips (the toy task, spoken words): also until the validation score stops
+    # improving, within 5 minutes (the toy task reached 0.998 test accuracy after 16 epochs,
+    # about 100 s on 2 cores). No SpecAugment: short events masked out mostly add label noise
+    # (measured: slower convergence). The demo pins its own fixed recipe (cosine decay over
+    # 20 epochs), on which its recorded sweep was computed.
     "toy": {
-        "epochs": 20,
         "batch_size": 64,
         "spec_augment": False,
-        "scheduler": "cosine",
         "patience": 8,
-        "max_minutes": None,
+        "max_minutes": 5.0,
     },
 }
 _CHOICES = {
@@ -413,9 +413,9 @@ def train(
     dataset = open_dataset_dir(data_dir)
     if preset is None:
         preset = dataset.preset
-        reason = getattr(dataset, "preset_reason", None) or f"the default for {dataset.kind} data"
+        reason = dataset.preset_reason or f"preset {preset}: the default for {dataset.kind} data"
     else:
-        reason = "given explicitly"
+        reason = f"preset {preset}: given explicitly"
     config = config or TrainConfig.preset(preset)
 
     logmel_config = LogMelConfig.preset(preset)
@@ -455,8 +455,8 @@ def train(
                 f"{out_dir} already holds a training run; pass resume=True (--resume) to "
                 "continue it or choose another output directory"
             )
-        if progress:
-            tqdm.write(f"preset {preset}: {reason}\ntraining {config.stopping_rule()}")
+        # Always said: a preset chosen from the data must never be a silent choice.
+        tqdm.write(f"{reason}\ntraining {config.stopping_rule()}")
         write_json_atomic(out_dir / "config.json", run_settings)
         return _train_locked(
             dataset.splits,

@@ -457,3 +457,24 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_file_but_no_lock(toy, run_copy,
     assert main([*command, "--resume"]) == 0
     assert "trained 1 epochs" in capsys.readouterr().out
     assert not (run_copy / ".lock-owner.json").exists(), "a finished run releases its lock"
+
+
+def test_silent_and_near_empty_clips_are_not_classified_with_confidence(
+    toy, clip, tmp_path, capsys
+):
+    import numpy as np
+    import soundfile as sf
+
+    _, run = toy
+    silent, tiny = tmp_path / "silent.wav", tmp_path / "one_sample.wav"
+    sf.write(silent, np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(tiny, np.array([0.5], dtype=np.float32), 16000)
+    with pytest.warns(UserWarning):
+        status = main(["predict", str(run), str(clip), str(silent), str(tiny)])
+    assert status == 1
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].startswith(f"{clip}: class") and "(p = " in lines[0]
+    assert lines[1].startswith(f"{silent}: not classified (") and "silent" in lines[1]
+    assert lines[2].startswith(f"{tiny}: not classified (")
+    _one_line(captured.err, "2 of 3 files not classified")

@@ -33,7 +33,7 @@ from audio_cnn.cli import main
 
 pytestmark = pytest.mark.slow
 
-TINY = {"epochs": 2, "batch_size": 8, "patience": 0}
+TINY = {"epochs": 2, "batch_size": 8, "patience": 0, "max_minutes": None}
 
 
 @pytest.fixture(scope="module")
@@ -214,10 +214,20 @@ def test_own_data_trains_until_validation_stops_improving_within_an_hour():
     assert "60 min" in config.stopping_rule()
 
 
-def test_the_toy_preset_keeps_the_recipe_the_demo_sweep_was_recorded_with():
+def test_one_second_clips_also_train_until_a_plateau_within_five_minutes():
     config = TrainConfig.preset("toy")
+    assert (config.scheduler, config.patience, config.max_minutes) == ("plateau", 8, 5.0)
+    assert config.epochs >= 100, "the epoch cap is a guard, not the stopping rule"
+    assert (config.batch_size, config.spec_augment) == (64, False)
+
+
+def test_the_demo_keeps_the_recipe_its_recorded_sweep_was_computed_with():
+    from audio_concepts.demo import demo_training
+
+    config = demo_training(seed=3)
     assert (config.epochs, config.batch_size, config.spec_augment) == (20, 64, False)
     assert (config.scheduler, config.patience, config.max_minutes) == ("cosine", 8, None)
+    assert config.seed == 3
 
 
 def test_training_stops_when_the_validation_score_stops_improving(toy_data, tmp_path):
@@ -239,11 +249,12 @@ def test_training_stops_after_the_epoch_that_uses_up_the_time_budget(toy_data, t
 def test_training_says_which_preset_why_and_when_it_stops(toy_data, tmp_path, capsys):
     # The data layer's reason for its choice of preset (from the clips), where it gives one.
     dataset = open_dataset_dir(toy_data)
-    reason = getattr(dataset, "preset_reason", None) or "the default for synthetic data"
+    reason = dataset.preset_reason
     train(toy_data, tmp_path / "run", config=TrainConfig.preset("toy", **TINY), progress=True)
     out = capsys.readouterr().out
-    assert f"preset toy: {reason}\ntraining runs all 2 epochs (no early stopping" in out
-    config = TrainConfig(**{**TINY, "patience": 3})
+    assert reason.startswith("preset 'toy' (1 s chunks): ")
+    assert f"{reason}\ntraining runs all 2 epochs (no early stopping" in out
+    config = TrainConfig(**{**TINY, "patience": 3, "max_minutes": 60.0})
     train(toy_data, tmp_path / "other", preset="toy", config=config, progress=True)
     assert (
         "preset toy: given explicitly\ntraining stops when the validation score has not "
@@ -308,3 +319,25 @@ def test_two_data_folders_of_the_same_name_get_their_own_evaluations(run_and_oth
     assert first_file["data_dir"] == str(other.resolve())
     again = evaluate(run, other, split="test", progress=False)
     assert again["output_dir"] == first["output_dir"], "the same data goes to the same place"
+
+
+def test_a_plain_folder_of_one_second_clips_gets_the_one_second_preset_and_is_told(
+    tmp_path, capsys
+):
+    import soundfile as sf
+
+    from audio_cnn.cli import main
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["one", "two", "three"]):
+        (tmp_path / "words" / name).mkdir(parents=True)
+        for i in range(8):  # spoken-word-like: a tone per class in noise, 1 s at 16 kHz
+            t = np.arange(16000) / 16000
+            clip = 0.3 * np.sin(2 * np.pi * 300 * (label + 1) * t) + 0.05 * rng.normal(size=t.size)
+            sf.write(tmp_path / "words" / name / f"speaker{i}.wav", clip.astype(np.float32), 16000)
+    flags = ["--epochs", "1", "--batch-size", "8", "--no-progress"]
+    assert main(["train", str(tmp_path / "words"), "--out", str(tmp_path / "run"), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "preset 'toy' (1 s chunks): median clip 1.00 s" in out
+    settings = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert settings["preset"] == "toy" and settings["logmel_config"]["chunk_seconds"] == 1.0
