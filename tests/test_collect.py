@@ -344,3 +344,12 @@ def test_dataloader_errors(model, data):
         run(model, loader, target="label", batch_size=None)
     with pytest.raises(ValueError, match="2 per-sample targets but the data holds more"):
         run(model, loader, target=[0, 1], batch_size=None)
+
+
+def test_an_inputs_locations_depend_on_its_index_only():
+    """Shards and processes draw alike: input i's locations come from child i of the seed."""
+    seeds = np.random.SeedSequence(11)
+    draw = collect_module._draw_locations
+    everything = draw(seeds, 0, 7, MAP, 5)
+    np.testing.assert_array_equal(draw(seeds, 4, 3, MAP, 5), everything[4:])
+    assert not np.array_equal(draw(np.random.SeedSequence(12), 0, 7, MAP, 5), everything)

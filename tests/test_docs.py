@@ -23,6 +23,7 @@ PAGES = (
     "method",
     "evaluation",
     "choosing",
+    "distributed",
     "cli",
     "api",
 )

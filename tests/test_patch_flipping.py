@@ -118,6 +118,114 @@ def test_disentangled_orderings_by_hand(ordering, patches_per_step, removed_sets
     np.testing.assert_allclose(curve.scores, [score(s) for s in removed_sets])
 
 
+def test_positive_sum_ranks_by_clipped_relevance_summed_over_concepts():
+    model, inputs, _, score = patch_model_4x4()
+    patch = torch.arange(16).reshape(4, 4)
+    patch = (patch // 4 // 2) * 2 + (patch % 4) // 2
+
+    def concept(patch_relevance):
+        return torch.tensor(patch_relevance, dtype=torch.float64)[patch].reshape(1, 4, 4)
+
+    # Σ_k max(0, R_kp) = [5, 4, 5.5, 1]: order 2, 0, 1, 3. The plain sum [-1, -6, 5.5, 1]
+    # would remove 3 second: a concept's negative relevance must not hide a patch.
+    heatmaps = torch.stack([concept([5, -10, 2, 0]), concept([-6, 4, 3.5, 1])])[None]
+    removed_sets = [set(), {2}, {0, 2}, {0, 1, 2}, {0, 1, 2, 3}]
+    result = flip(model, inputs, heatmaps, [0], patch_size=2, ordering="positive_sum")
+    (curve,) = result.curves
+    np.testing.assert_array_equal(curve.n_removed, [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(curve.scores, [score(s) for s in removed_sets])
+    # A step is patches_per_step patches of the one ranking.
+    two = flip(
+        model, inputs, heatmaps, [0], patch_size=2, ordering="positive_sum", patches_per_step=2
+    )
+    np.testing.assert_allclose(two.curves[0].scores, [score(s) for s in removed_sets[::2]])
+
+
+def test_positive_sum_of_one_non_negative_map_is_standard_patch_flipping():
+    model, inputs, targets, exact = linear_problem(n_inputs=3, size=10)
+    standard = flip(model, inputs, exact.abs(), targets, patch_size=(3, 4))
+    single = flip(
+        model, inputs, exact.abs()[:, None], targets, patch_size=(3, 4), ordering="positive_sum"
+    )
+    np.testing.assert_array_equal(single.aupc, standard.aupc)
+
+
+@pytest.mark.parametrize(
+    ("heatmap_index", "ordering", "inserted_sets"),
+    [
+        # One concept ranking 0 > 1 > 2 > 3: inserted most relevant first.
+        (slice(0, 1), "union", [set(), {0}, {0, 1}, {0, 1, 2}, {0, 1, 2, 3}]),
+        # The union sequence of both concepts (0; 1, 2; -; 3), inserted in the same steps.
+        (slice(0, 2), "union", [set(), {0}, {0, 1, 2}, {0, 1, 2, 3}]),
+        (slice(0, 2), "round_robin", [set(), {0, 2}, {0, 1, 2, 3}]),
+    ],
+)
+def test_insertion_puts_the_removal_sequence_back_into_a_removed_input(
+    heatmap_index, ordering, inserted_sets
+):
+    model, inputs, heatmaps, score = patch_model_4x4()
+    result = flip(
+        model,
+        inputs,
+        heatmaps[:, heatmap_index],
+        [0],
+        patch_size=2,
+        ordering=ordering,
+        direction="insertion",
+    )
+    (curve,) = result.curves
+    everything = {0, 1, 2, 3}
+    np.testing.assert_array_equal(curve.n_removed, [len(s) for s in inserted_sets])
+    np.testing.assert_allclose(curve.fractions, [len(s) / 4 for s in inserted_sets])
+    np.testing.assert_allclose(curve.scores, [score(everything - s) for s in inserted_sets])
+    assert result.direction == "insertion" and result.higher_is_better
+    # f(x_0) is the unperturbed input, the curve's end: 60 as for deletion.
+    np.testing.assert_allclose(result.initial_scores, [60.0])
+
+
+def test_insertion_aupc_by_hand():
+    model, inputs, heatmaps, score = patch_model_4x4()
+    result = flip(model, inputs, heatmaps[:, :1], [0], patch_size=2, direction="insertion")
+    # Scores with 0..4 patches inserted (the rest at the floor): -240, -220, -180, -100, 60.
+    assert [score(s) for s in ({0, 1, 2, 3}, {1, 2, 3}, {2, 3}, {3}, set())] == [
+        -240,
+        -220,
+        -180,
+        -100,
+        60,
+    ]
+    area = 0.25 * ((-240 - 220) + (-220 - 180) + (-180 - 100) + (-100 + 60)) / 2
+    np.testing.assert_allclose(result.aupc_unnormalized, [area])
+    np.testing.assert_allclose(result.aupc, [area / 60])
+
+
+def test_insertion_is_the_least_relevant_first_deletion_curve_mirrored():
+    model, inputs, targets, _ = linear_problem(n_inputs=3, size=9)
+    heatmaps = torch.randn(3, 1, 9, 9, generator=torch.Generator().manual_seed(5))
+    insertion = flip(model, inputs, heatmaps, targets, patch_size=2, direction="insertion")
+    # Deleting by the negated map removes the least relevant patches first.
+    lerf = flip(model, inputs, -heatmaps, targets, patch_size=2)
+    for inserted, deleted in zip(insertion.curves, lerf.curves, strict=True):
+        np.testing.assert_allclose(inserted.scores, deleted.scores[::-1], rtol=1e-12)
+        np.testing.assert_allclose(inserted.fractions, 1 - deleted.fractions[::-1], atol=1e-15)
+    np.testing.assert_allclose(insertion.aupc, lerf.aupc, rtol=1e-12)
+
+
+def test_insertion_of_exact_contributions_is_the_highest_curve():
+    model, inputs, targets, exact = linear_problem()
+    random = torch.randn(exact.shape, generator=torch.Generator().manual_seed(1), dtype=exact.dtype)
+    best, other = (
+        flip(model, inputs, heatmap, targets, patch_size=3, direction="insertion")
+        for heatmap in (exact, random)
+    )
+    assert best.higher_is_better and (best.aupc > other.aupc).all()
+    for a, b in zip(best.curves, other.curves, strict=True):
+        assert (a.scores >= b.scores - 1e-9).all()
+    deletion = flip(model, inputs, exact, targets, patch_size=3)
+    assert deletion.direction == "deletion" and not deletion.higher_is_better
+    np.testing.assert_array_equal(best.initial_scores, deletion.initial_scores)
+
+
 def test_aupc_trapezoid_normalisation_and_grid_by_hand():
     model, inputs, heatmaps, score = patch_model_4x4()
     result = flip(model, inputs, heatmaps, [0], patch_size=2, n_points=5)
@@ -132,13 +240,21 @@ def test_aupc_trapezoid_normalisation_and_grid_by_hand():
     np.testing.assert_allclose(result.normalized, result.scores / 60)
 
 
+@pytest.mark.parametrize("direction", ["deletion", "insertion"])
 @pytest.mark.parametrize("ordering", ["union", "round_robin"])
 @pytest.mark.parametrize("steps", [{}, {"patches_per_step": 3}, {"n_steps": 5}])
-def test_single_concept_stack_is_standard_patch_flipping(ordering, steps):
+def test_single_concept_stack_is_standard_patch_flipping(ordering, steps, direction):
     model, inputs, targets, exact = linear_problem(n_inputs=3, size=10)
-    standard = flip(model, inputs, exact, targets, patch_size=(3, 4), **steps)
+    standard = flip(model, inputs, exact, targets, patch_size=(3, 4), direction=direction, **steps)
     stacked = flip(
-        model, inputs, exact[:, None], targets, patch_size=(3, 4), ordering=ordering, **steps
+        model,
+        inputs,
+        exact[:, None],
+        targets,
+        patch_size=(3, 4),
+        ordering=ordering,
+        direction=direction,
+        **steps,
     )
     for name in ("fractions", "scores", "normalized", "aupc", "initial_scores", "valid"):
         np.testing.assert_array_equal(getattr(stacked, name), getattr(standard, name))
@@ -249,12 +365,24 @@ def test_relu_logit_clips_the_curve_at_zero():
     assert (relu.aupc[relu.valid] >= 0).all()
 
 
-@pytest.mark.parametrize("ordering", ["union", "round_robin"])
-def test_batching_does_not_change_results(ordering):
+@pytest.mark.parametrize(
+    ("ordering", "direction"),
+    [("union", "deletion"), ("round_robin", "deletion"), ("positive_sum", "insertion")],
+)
+def test_batching_does_not_change_results(ordering, direction):
     model, inputs, targets, exact = linear_problem(n_inputs=3, size=8)
     heatmaps = torch.stack([exact, -exact, exact.flip(-1)], dim=1)
     runs = [
-        flip(model, inputs, heatmaps, targets, patch_size=2, ordering=ordering, batch_size=size)
+        flip(
+            model,
+            inputs,
+            heatmaps,
+            targets,
+            patch_size=2,
+            ordering=ordering,
+            direction=direction,
+            batch_size=size,
+        )
         for size in (1, 7, 10_000)
     ]
     # Same jobs in any batching; only the model's own float rounding may vary with N.
@@ -287,11 +415,12 @@ def test_cuda_matches_cpu():
     width=st.integers(1, 9),
     patch=st.tuples(st.integers(1, 4), st.integers(1, 4)),
     n_concepts=st.integers(1, 4),
-    ordering=st.sampled_from(["union", "round_robin"]),
+    ordering=st.sampled_from(["union", "round_robin", "positive_sum"]),
+    direction=st.sampled_from(["deletion", "insertion"]),
     per_step=st.integers(1, 3),
     seed=st.integers(0, 2**16),
 )
-def test_schedule_properties(height, width, patch, n_concepts, ordering, per_step, seed):
+def test_schedule_properties(height, width, patch, n_concepts, ordering, direction, per_step, seed):
     generator = torch.Generator().manual_seed(seed)
     heatmaps = torch.randn(1, n_concepts, 1, height, width, generator=generator)
     result = flip(
@@ -301,6 +430,7 @@ def test_schedule_properties(height, width, patch, n_concepts, ordering, per_ste
         [0],
         patch_size=patch,
         ordering=ordering,
+        direction=direction,
         patches_per_step=per_step,
     )
     (curve,) = result.curves
@@ -310,10 +440,14 @@ def test_schedule_properties(height, width, patch, n_concepts, ordering, per_ste
     assert (steps >= 1).all() and (steps <= n_concepts * per_step).all()
     if ordering == "round_robin":
         assert (steps[:-1] == n_concepts * per_step).all()
+    if ordering == "positive_sum":
+        assert (steps[:-1] == per_step).all()
     assert curve.fractions[0] == 0 and curve.fractions[-1] == pytest.approx(1.0)
     assert (np.diff(curve.fractions) > 0).all()
-    # Every removed pixel is accounted for: the mean logit is the floor times the fraction.
-    np.testing.assert_allclose(curve.scores, FLOOR * curve.fractions, atol=1e-6)
+    # Every removed pixel is accounted for: the mean logit is the floor times the removed
+    # fraction (for insertion, the fraction not yet inserted).
+    removed = curve.fractions if direction == "deletion" else 1 - curve.fractions
+    np.testing.assert_allclose(curve.scores, FLOOR * removed, atol=1e-6)
 
 
 BAD_CALLS = [
@@ -333,6 +467,7 @@ BAD_CALLS = [
     ({"patch_size": 0}, "patch_size"),
     ({"patch_size": (2, 2, 2)}, "patch_size"),
     ({"ordering": "zigzag"}, "ordering"),
+    ({"direction": "backwards"}, "direction"),
     ({"score": "softmax"}, "score"),
     ({"patches_per_step": 2, "n_steps": 3}, "not both"),
     ({"n_steps": 0}, "n_steps"),

@@ -75,6 +75,60 @@ def test_more_objects_than_concepts_leaves_objects_unmatched_at_zero():
     assert result.chance == pytest.approx(1 / 4)
 
 
+def test_merging_objects_pairwise_reaches_the_ceiling_k_over_j():
+    # K = 2, J = 4: only two objects can be matched, so 2/4 is the best any decomposition
+    # scores; this one (each concept holds two whole objects) reaches it.
+    masks = stripes(4, height=8)
+    heatmaps = np.stack([masks[0] | masks[1], masks[2] | masks[3]]).astype(float)
+    result = concept_recovery(heatmaps, masks)
+    assert result.ceiling == pytest.approx(0.5) and result.score == pytest.approx(0.5)
+    assert result.normalized == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("n_concepts", "n_objects", "ceiling"),
+    [(2, 4, 2 / 4), (3, 4, 3 / 4), (4, 4, 1.0), (6, 4, 1.0), (1, 3, 1 / 3)],
+)
+def test_ceiling_is_min_k_j_over_j_and_reached_by_objects_owning_their_concepts(
+    n_concepts, n_objects, ceiling
+):
+    masks = stripes(n_objects, height=12)
+    # Concept k holds object k entirely; objects beyond K go to the last concept.
+    owner = np.minimum(np.arange(n_objects), n_concepts - 1)
+    heatmaps = np.stack([masks[owner == k].any(axis=0) for k in range(n_concepts)]) * 1.0
+    result = concept_recovery(heatmaps, masks)
+    assert result.ceiling == pytest.approx(ceiling)
+    assert result.score == pytest.approx(ceiling)
+
+
+def test_normalised_score_puts_chance_at_zero_and_the_ceiling_at_one():
+    masks = stripes(4, height=8)
+    everything = np.zeros((3, 8, 4))
+    everything[2] = 1.0
+    chance = concept_recovery(everything, masks)
+    assert chance.score == pytest.approx(0.25) and chance.normalized == pytest.approx(0.0)
+    # K = 3 < J = 4: objects 0 and 1 own a concept, objects 2 and 3 are split 1:3 and 1:1.
+    heatmaps = np.stack(
+        [masks[0] + 0.25 * masks[2], masks[1] + 0.5 * masks[3], 0.75 * masks[2] + 0.5 * masks[3]]
+    )
+    result = concept_recovery(heatmaps, masks)
+    assert result.score == pytest.approx((1 + 1 + 0.75) / 4)
+    # (J · score − 1) / (min(K, J) − 1) = (2.75 − 1) / 2.
+    assert result.normalized == pytest.approx(0.875)
+
+
+def test_normalised_score_is_negative_below_chance_and_nan_without_span():
+    masks = stripes(2)
+    # K = 4 > J = 2, every object spread evenly: 1/4 < chance 1/2.
+    spread = concept_recovery(np.stack([masks[0] | masks[1]] * 4) * 1.0, masks)
+    assert spread.score == pytest.approx(0.25) and spread.ceiling == pytest.approx(1.0)
+    assert spread.normalized == pytest.approx((2 * 0.25 - 1) / (2 - 1))
+    one_concept = concept_recovery((masks[0] | masks[1])[None] * 1.0, masks)
+    assert one_concept.ceiling == one_concept.chance == 0.5 and np.isnan(one_concept.normalized)
+    nothing = concept_recovery(np.zeros((2, 6, 4)), masks)
+    assert np.isnan(nothing.ceiling) and np.isnan(nothing.normalized)
+
+
 def test_objects_without_positive_relevance_are_skipped_and_counted():
     masks = np.concatenate([stripes(3), np.zeros((1, 6, 4), dtype=bool)])
     heatmaps = np.stack([masks[0], masks[1], -5.0 * masks[2]]).astype(float)
@@ -130,7 +184,9 @@ def test_score_bounds_and_permutation_invariance(data, n_concepts, n_objects):
         assert np.isnan(result.score)
         return
     scored = result.n_objects
-    assert 0.0 <= result.score <= min(1.0, n_concepts / scored) + 1e-12
+    assert result.ceiling == pytest.approx(min(1.0, n_concepts / scored))
+    assert 0.0 <= result.score <= result.ceiling + 1e-12
+    assert not result.normalized > 1 + 1e-9
     # The best matching is at least as good as the average matching.
     assert result.score >= 1.0 / max(n_concepts, scored) - 1e-12
     np.testing.assert_allclose(np.nansum(result.shares, axis=0)[list(_scored(result))], 1.0)
@@ -184,6 +240,24 @@ def test_summary_per_class_and_overall_with_chance():
 def test_bad_recovery_input(heatmaps, masks, message):
     with pytest.raises(ValueError, match=message):
         concept_recovery(heatmaps, masks)
+
+
+def test_summary_reports_mean_ceiling_and_normalised_score():
+    four = stripes(4, height=8)
+    two = stripes(2)
+    scores = [
+        # K = 2, J = 4, at the ceiling 0.5: normalised 1.
+        concept_recovery(np.stack([four[0] | four[1], four[2] | four[3]]) * 1.0, four),
+        # K = 2, J = 2, one concept holding everything: chance, normalised 0.
+        concept_recovery(np.stack([two[0] | two[1], np.zeros_like(two[0])]) * 1.0, two),
+    ]
+    overall = summarize_recovery(scores).overall
+    assert overall.ceiling == pytest.approx((0.5 + 1.0) / 2)
+    assert overall.normalized_mean == pytest.approx(0.5)
+    assert overall.normalized_sem == pytest.approx(0.5)
+    single_concept = summarize_recovery([concept_recovery((two[0] | two[1])[None] * 1.0, two)])
+    assert np.isnan(single_concept.overall.normalized_mean)
+    assert single_concept.overall.ceiling == pytest.approx(0.5)
 
 
 def test_bad_summary_input():

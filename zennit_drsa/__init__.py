@@ -15,7 +15,7 @@ still resolve, with a :class:`DeprecationWarning`, until 0.3.
 
 from zennit_drsa._moved import forwarder
 from zennit_drsa.attribution import ConceptExplanation, DRSAAttributor
-from zennit_drsa.collect import Collection, collect
+from zennit_drsa.collect import Collection, ShardedCollection, collect, collect_shards
 from zennit_drsa.composites import audio_composite, reference_composite
 from zennit_drsa.context import LayerContext, LayerContextResult, target_gradient
 from zennit_drsa.estimators import (
@@ -35,6 +35,7 @@ from zennit_drsa.evaluation import (
     summarize_recovery,
 )
 from zennit_drsa.layers import layer_names, resolve_layer
+from zennit_drsa.precision import lrp_precision
 
 __all__ = [
     "DRSA",
@@ -47,13 +48,16 @@ __all__ = [
     "LayerContextResult",
     "PCASubspaces",
     "RandomSubspaces",
+    "ShardedCollection",
     "SubspaceEstimator",
     "audio_composite",
     "aupc_table",
     "collect",
+    "collect_shards",
     "concept_recovery",
     "layer_names",
     "load",
+    "lrp_precision",
     "patch_flipping",
     "reference_composite",
     "resolve_layer",

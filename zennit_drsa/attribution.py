@@ -45,6 +45,7 @@ from ._propagation import (
 from ._propagation import propagate as propagate_from_layer
 from ._subspaces import ConceptSubspaces
 from .context import ContextMode, LayerContext, Target, target_gradient
+from .precision import Precision, check_precision, lrp_precision
 
 __all__ = ["PROPAGATIONS", "ConceptExplanation", "DRSAAttributor", "Propagation"]
 
@@ -142,6 +143,10 @@ class DRSAAttributor(Attributor):
         ``ValueError`` saying why. ``"generic"``: autograd's batched backward pass through
         Zennit's hooks, for any model (slower for convolutions). ``"auto"`` (default):
         ``"chain"`` where it applies, else ``"generic"``. The maps agree up to rounding.
+    precision:
+        ``"full"`` (default): the passes run in float32 without TF32 on CUDA, whatever the
+        global settings (TF32 breaks LRP's divisions; see :mod:`zennit_drsa.precision`).
+        ``"tf32"``: keep PyTorch's settings, for speed.
 
     Examples
     --------
@@ -168,6 +173,7 @@ class DRSAAttributor(Attributor):
         chunk_size: int | None = 8,
         context: ContextMode = "exact",
         propagation: PropagationMode = "auto",
+        precision: Precision = "full",
     ) -> None:
         if not isinstance(composite, Composite):
             raise TypeError(
@@ -180,6 +186,7 @@ class DRSAAttributor(Attributor):
         self.subspaces = ConceptSubspaces(subspaces)
         self.chunk_size = check_chunk_size(chunk_size)
         self.propagation = check_propagation(propagation)
+        self.precision = check_precision(precision)
         # Only the chain path needs the modules' calls; recording them hooks every leaf module.
         self.layer_context = LayerContext(
             model, composite, layer, context=context, record_chain=self.propagation != "generic"
@@ -374,7 +381,7 @@ class DRSAAttributor(Attributor):
         layer = self.layer_context
         try:
             # Captum's metrics and NoiseTunnel call their attributions under torch.no_grad().
-            with torch.enable_grad():
+            with torch.enable_grad(), lrp_precision(self.precision):
                 output = layer.forward(inputs, *forward_args)
                 attr_output = target_gradient(attr_output_fn, output.detach())
                 if not self.subspaces.per_class:

@@ -6,33 +6,52 @@ the layer's output map and stores the activation vector ``a`` and context vector
 ``d``-dimensional, ``d`` = channels) found there, so that ``a · c`` is the LRP relevance of
 that position. Batches stream into preallocated arrays; memory does not grow with the number
 of inputs beyond those arrays.
+
+For corpora too large for one process or one array, :func:`collect_shards` splits the inputs
+into shards of a fixed number of inputs, shares them out over the processes of
+``torch.distributed`` and writes one file per shard; a rerun skips the shards already
+written. :class:`ShardedCollection` reads them back block by block, one rank's part at a
+time, or merged into one :class:`Collection` file. The locations drawn for an input depend
+only on the seed and the input's index, so the shards hold exactly the rows of one
+:func:`collect` over all inputs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 from zennit.core import Composite
 
-from atomic_io import atomic_path
+from atomic_io import atomic_path, read_json, write_json_atomic
 
+from ._distributed import agreement, check_distributed, ranks_differing, world
 from ._progress import progress_bar
 from .context import ContextMode, LayerContext, Target
+from .distributed import rank_slice
+from .layers import resolve_layer
+from .precision import Precision, check_precision, lrp_precision
 
-__all__ = ["Collection", "collect"]
+__all__ = ["Collection", "ShardedCollection", "collect", "collect_shards"]
 
 _FORMAT = "zennit_drsa.Collection"
 _FORMAT_VERSION = 1
+_SHARD_FORMAT = "zennit_drsa.CollectionShard"
+_SHARD_FORMAT_VERSION = 1
 _ARRAYS = ("activations", "context", "input_index", "location", "target")
 _DEFAULT_BATCH_SIZE = 32
+_DEFAULT_SHARD_SIZE = 1024
 # Rows reserved per location for an iterable of unknown length, before geometric growth.
 _INITIAL_INPUTS = 256
 
@@ -119,18 +138,13 @@ class Collection:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to one ``.npz`` file (arrays plus a JSON header), atomically; no pickle."""
-        metadata = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "layer": self.layer,
-            "map_shape": list(self.map_shape),
-            "context_mode": self.context_mode,
-            "bypass": self.bypass,
-        }
-        header = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
-        arrays = {name: getattr(self, name) for name in _ARRAYS}
-        with atomic_path(path) as tmp, open(tmp, "wb") as file:
-            np.savez(file, metadata=header, **arrays)
+        _write_collection_file(
+            path,
+            _file_metadata(self.layer, self.map_shape, self.context_mode, self.bypass),
+            self.n_vectors,
+            {name: (getattr(self, name).dtype, getattr(self, name).shape[1:]) for name in _ARRAYS},
+            lambda name: [getattr(self, name)],
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Collection:
@@ -161,6 +175,172 @@ class Collection:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class ShardedCollection:
+    """Activation and context vectors written in shards by :func:`collect_shards`.
+
+    Shard ``j`` holds the rows of inputs ``j·shard_size`` up to ``(j+1)·shard_size - 1``, so
+    the shards in order hold the rows of one :func:`collect` over all inputs in input order.
+    Nothing is read at opening: :meth:`blocks` yields one shard at a time, :meth:`read`
+    loads one rank's part, :meth:`merge` writes one :class:`Collection` file shard by shard.
+
+    Attributes
+    ----------
+    directory:
+        Where the shards are.
+    records:
+        The shards' records (JSON sidecars), in shard order: the inputs each covers, its
+        number of rows, and the collection settings shared by all.
+    """
+
+    directory: Path
+    records: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> ShardedCollection:
+        """The complete sharded collection in ``directory``.
+
+        Raises
+        ------
+        ValueError
+            If shards are missing (the collection is unfinished: run :func:`collect_shards`
+            again with the same arguments to finish it), or if they were collected with
+            different settings.
+        """
+        directory = Path(directory)
+        records = _shard_records(directory)
+        if not records:
+            raise ValueError(
+                f"{directory} holds no finished shards; collect them with collect_shards()"
+            )
+        _check_same_settings(records, records[0]["settings"], directory)
+        n_shards = records[0]["n_shards"]
+        missing = sorted(set(range(n_shards)) - {record["shard"] for record in records})
+        if missing:
+            raise ValueError(
+                f"{directory}: shards {missing} of {n_shards} are missing, so the collection is "
+                "unfinished; run collect_shards() again with the same arguments to finish it"
+            )
+        return cls(directory, tuple(sorted(records, key=lambda record: record["shard"])))
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the shards were collected with (layer, model fingerprint, seed, ...)."""
+        return self.records[0]["settings"]
+
+    @property
+    def n_shards(self) -> int:
+        """Number of shards."""
+        return len(self.records)
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of inputs covered."""
+        return self.settings["n_inputs"]
+
+    @property
+    def n_vectors(self) -> int:
+        """Number of rows in all shards."""
+        return sum(record["n_rows"] for record in self.records)
+
+    def blocks(self, shards: Iterable[int] | None = None) -> Iterator[Collection]:
+        """The shards one at a time, in shard order (memory: one shard).
+
+        Parameters
+        ----------
+        shards:
+            Indices of the shards to read; default all.
+
+        Yields
+        ------
+        Collection
+            The rows of one shard; ``input_index`` holds indices among all inputs.
+        """
+        record = self.records[0]
+        for index in range(self.n_shards) if shards is None else shards:
+            yield Collection(
+                **self._load(index, _ARRAYS),
+                layer=record["layer"],
+                map_shape=tuple(record["map_shape"]),
+                context_mode=record["context_mode"],
+                bypass=record["bypass"],
+            )
+
+    def read(self, rank: int | None = None, world_size: int | None = None) -> Collection:
+        """The rows of one rank's part of the shards, in one :class:`Collection` in memory.
+
+        The shards are split into contiguous parts in rank order
+        (:func:`~zennit_drsa.distributed.rank_slice`), so fitting an estimator with
+        ``distributed=True`` on each rank's part equals fitting it on all rows in one
+        process.
+
+        Parameters
+        ----------
+        rank, world_size:
+            Which part; default: this process's in ``torch.distributed``'s default group,
+            or all rows without one. ``read(0, 1)`` reads all rows.
+
+        Returns
+        -------
+        Collection
+            The part's rows in input order (none for a rank without shards).
+        """
+        part = range(self.n_shards)[rank_slice(self.n_shards, rank, world_size)]
+        record = self.records[0]
+        rows = _Rows(
+            sum(self.records[index]["n_rows"] for index in part),
+            record["dim"],
+            len(record["map_shape"]),
+        )
+        for block in self.blocks(part):
+            rows.append(**{name: getattr(block, name) for name in _ARRAYS})
+        return Collection(
+            **rows.finish(),
+            layer=record["layer"],
+            map_shape=tuple(record["map_shape"]),
+            context_mode=record["context_mode"],
+            bypass=record["bypass"],
+        )
+
+    def merge(self, path: str | os.PathLike[str]) -> None:
+        """Write all rows to one :class:`Collection` file (read by :meth:`Collection.load`),
+        atomically. Each array is copied shard by shard, so memory holds one shard's array
+        at a time, never all rows, and every shard file is read once."""
+        record = self.records[0]
+        templates = _Rows(0, record["dim"], len(record["map_shape"])).arrays
+        _write_collection_file(
+            path,
+            _file_metadata(
+                record["layer"], record["map_shape"], record["context_mode"], record["bypass"]
+            ),
+            self.n_vectors,
+            {name: (array.dtype, array.shape[1:]) for name, array in templates.items()},
+            lambda name: (self._load(index, (name,))[name] for index in range(self.n_shards)),
+        )
+
+    def _load(self, index: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The arrays ``names`` of shard ``index``, checked against its record."""
+        record = self.records[index]
+        path = self.directory / _shard_name(index, ".npz")
+        with np.load(path, allow_pickle=False) as file:
+            present = set(file.files)
+            arrays = {name: file[name] for name in names if name in present}
+        first, stop = record["inputs"]
+        damaged = len(arrays) < len(names) or any(
+            len(values) != record["n_rows"] for values in arrays.values()
+        )
+        covered = arrays.get("input_index")
+        if not damaged and covered is not None and len(covered):
+            damaged = bool(covered.min() < first or covered.max() >= stop)
+        if damaged:
+            raise ValueError(
+                f"{path} does not hold the rows its record describes (inputs {first}.."
+                f"{stop - 1}, {record['n_rows']} rows); it was replaced or damaged: delete it "
+                "and its .json, and run collect_shards() again to recollect it"
+            )
+        return arrays
+
+
 def collect(
     model: nn.Module,
     composite: Composite,
@@ -174,6 +354,7 @@ def collect(
     random_state: int | None = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    precision: Precision = "full",
 ) -> Collection:
     """Sample activation and context vectors of ``layer`` over a data set.
 
@@ -202,11 +383,16 @@ def collect(
     batch_size:
         Inputs per pass for tensor data (default 32); set it on the DataLoader otherwise.
     random_state:
-        Seed of the location draw. The draw depends only on the input order, not on batching.
+        Seed of the location draw. Input ``i`` draws its locations from child ``i`` of
+        ``numpy.random.SeedSequence(random_state)``: the draw depends only on the seed and
+        the input's position, not on batching or on which process collects it.
     device:
         Device for the passes; default: the device of the model's parameters.
     progress:
         Show a progress bar.
+    precision:
+        ``"full"`` (default): LRP in float32 without TF32 on CUDA, whatever the global
+        settings (see :mod:`zennit_drsa.precision`); ``"tf32"``: keep PyTorch's settings.
 
     Returns
     -------
@@ -219,31 +405,63 @@ def collect(
         Bad arguments, wrong data shape or dtype, empty data, NaN/Inf inputs (naming the
         batch), a model in training mode, or an unknown layer (with suggestions).
     """
-    if isinstance(n_locations, bool) or not (
-        n_locations is None
-        or n_locations == "all"
-        or (isinstance(n_locations, int) and n_locations > 0)
-    ):
-        raise ValueError(f"n_locations must be a positive int, 'all' or None, got {n_locations!r}")
+    _check_n_locations(n_locations)
+    check_precision(precision)
+    return _collect(
+        model,
+        composite,
+        layer,
+        data,
+        target,
+        n_locations=n_locations,
+        context=context,
+        batch_size=batch_size,
+        random_state=random_state,
+        device=device,
+        progress=progress,
+        precision=precision,
+        first_index=0,
+    )
+
+
+def _collect(
+    model: nn.Module,
+    composite: Composite,
+    layer: str | nn.Module,
+    data: torch.Tensor | np.ndarray | Iterable[Any],
+    target: Target | Literal["label"],
+    *,
+    n_locations: int | Literal["all"] | None,
+    context: ContextMode,
+    batch_size: int | None,
+    random_state: int | None,
+    device: str | torch.device | None,
+    progress: bool,
+    precision: Precision,
+    first_index: int,
+) -> Collection:
+    """:func:`collect` for inputs whose first one is input ``first_index`` of a larger data
+    set: rows carry those global indices, and the locations drawn are theirs."""
     device = _resolve_device(model, device)
     parameter = next(model.parameters(), None)
     # Batches take the model's dtype (float64 arrays are common); the data is not copied whole.
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
     batches, n_inputs, n_batches = _batches(data, batch_size)
     labels = _labels_for(target, data)
-    rng = np.random.default_rng(random_state)
+    seeds = np.random.SeedSequence(random_state)
     rows: _Rows | None = None
     map_shape: tuple[int, ...] = ()
     seen = 0
     input_shape: tuple[int, ...] | None = None
     with (
+        lrp_precision(precision),
         LayerContext(model, composite, layer, context=context) as layer_context,
         progress_bar(
             total=n_batches, desc=f"collect {layer_context.name}", unit="batch", enabled=progress
         ) as bar,
     ):
         for number, (x, y) in enumerate(batches):
-            x = _check_batch(x, number, seen).to(device=device, dtype=dtype)
+            x = _check_batch(x, number, first_index + seen).to(device=device, dtype=dtype)
             size = x.shape[0]
             if input_shape is None:
                 input_shape = tuple(x.shape[1:])
@@ -269,16 +487,19 @@ def collect(
                     )
             if not (torch.isfinite(activation).all() and torch.isfinite(context_map).all()):
                 hint = " (the ratio context divides by a + 1e-7; use context='exact')"
+                first = first_index + seen
                 raise ValueError(
-                    f"batch {number} (inputs {seen}..{seen + size - 1}): the activation or context "
-                    f"at layer {layer_context.name!r} is not finite"
+                    f"batch {number} (inputs {first}..{first + size - 1}): the activation or "
+                    f"context at layer {layer_context.name!r} is not finite"
                     + (hint if context == "ratio" else "")
                 )
-            flat = _draw_locations(rng, size, map_shape, n_locations)
+            flat = _draw_locations(seeds, first_index + seen, size, map_shape, n_locations)
             rows.append(
                 activations=_gather(activation, flat),
                 context=_gather(context_map, flat),
-                input_index=np.repeat(np.arange(seen, seen + size), flat.shape[1]),
+                input_index=np.repeat(
+                    np.arange(first_index + seen, first_index + seen + size), flat.shape[1]
+                ),
                 location=_coordinates(flat, map_shape),
                 target=np.repeat(classes, flat.shape[1]),
             )
@@ -292,6 +513,189 @@ def collect(
     return Collection(
         **rows.finish(), layer=name, map_shape=map_shape, context_mode=context, bypass=bypass
     )
+
+
+def collect_shards(
+    model: nn.Module,
+    composite: Composite,
+    layer: str | nn.Module,
+    data: torch.Tensor | np.ndarray | Any,
+    target: Target | Literal["label"],
+    directory: str | os.PathLike[str],
+    *,
+    shard_size: int = _DEFAULT_SHARD_SIZE,
+    n_locations: int | Literal["all"] | None = 20,
+    context: ContextMode = "exact",
+    batch_size: int | None = None,
+    random_state: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    precision: Precision = "full",
+    distributed: bool = False,
+) -> ShardedCollection:
+    """:func:`collect` over a corpus in shards on disk, shared out over processes, resumable.
+
+    The inputs are cut into shards of ``shard_size`` consecutive inputs; with
+    ``distributed=True`` each process of ``torch.distributed``'s default group takes a
+    contiguous part of the shards (:func:`~zennit_drsa.distributed.rank_slice`). Each shard is
+    collected and written on its own (``shard-000012.npz``, the format of
+    :meth:`Collection.save`, then its record ``shard-000012.json``), so memory holds one
+    shard, never the corpus. A shard whose record exists is finished and is not collected
+    again: rerun the same call after a crash and only unfinished shards are computed. The
+    records hold the settings (layer, locations, seed, target, a fingerprint of the model's
+    weights, ...) and a fingerprint of each shard's inputs; a rerun with other settings, or
+    over other inputs, is refused instead of mixing two collections.
+
+    The rows equal those of one :func:`collect` over all inputs with the same seed, whatever
+    the number of processes or ``shard_size`` (up to the batch-dependent rounding of
+    convolutions).
+
+    Parameters
+    ----------
+    model, composite, layer, target, n_locations, context, device, precision:
+        As for :func:`collect`. Per-sample ``target`` classes are given for all inputs.
+        A callable ``target`` is recorded by its name only.
+    data:
+        ``(N, ...)`` inputs as a tensor or array, or a map-style dataset (``len`` and
+        indexing, e.g. a ``torch.utils.data.Dataset``) yielding inputs or ``(x, y, ...)``
+        tuples. Each process reads only its shards' inputs (a ``DataLoader`` cannot be
+        sharded: pass its ``dataset``).
+    directory:
+        Where the shards go (created if needed); one directory per collection.
+    shard_size:
+        Inputs per shard: the unit of memory, of resumption and of work sharing.
+    batch_size:
+        Inputs per pass (default 32).
+    random_state:
+        Seed of the location draw, an int: processes and reruns must draw alike.
+    progress:
+        Show a progress bar over the shards (on rank 0 only).
+    distributed:
+        Share the shards out over the processes of the default process group (a collective
+        call: every process calls it alike and all return when all shards are written);
+        ``False``: this process collects every shard.
+
+    Returns
+    -------
+    ShardedCollection
+        All shards, on every process.
+
+    Raises
+    ------
+    ValueError
+        As :func:`collect`; also for shards in ``directory`` collected with other settings
+        or over other inputs (use another directory, or delete them), and for data that
+        cannot be indexed. With ``distributed=True`` an error on one process raises on all.
+    """
+    distributed = check_distributed(distributed, "collect_shards")
+    # Arguments (data, model) may be wrong on one process only; all must stop then.
+    with agreement("collect_shards", enabled=distributed):
+        _check_n_locations(n_locations)
+        check_precision(precision)
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+        if isinstance(random_state, bool) or not isinstance(random_state, int) or random_state < 0:
+            raise ValueError(
+                f"random_state must be an int >= 0 for sharded collection (every process and "
+                f"every rerun must draw the same locations), got {random_state!r}"
+            )
+        size = _DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        n_inputs = _indexable_length(data)
+        labels = _labels_for(target, data)
+        if labels is not None and len(labels) != n_inputs:
+            raise ValueError(f"got {len(labels)} per-sample targets for {n_inputs} inputs")
+        settings = {
+            "layer": resolve_layer(model, layer)[0],
+            "n_inputs": n_inputs,
+            "shard_size": shard_size,
+            "n_locations": "all" if n_locations is None else n_locations,
+            "context": context,
+            "random_state": random_state,
+            "target": _describe_target(target, labels),
+            "precision": precision,
+            "composite": f"{type(composite).__module__}.{type(composite).__qualname__}",
+            "model_sha256": _model_sha256(model),
+        }
+    if distributed:
+        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        differing = ranks_differing(int(fingerprint[:15], 16))
+        if differing:
+            raise ValueError(
+                f"rank(s) {differing} collect with other settings than rank 0 (model weights, "
+                "number of inputs, target, ...); every process must pass the same model, data "
+                "and arguments"
+            )
+    directory = Path(directory)
+    n_shards = -(-n_inputs // shard_size)
+    rank, world_size = world() if distributed else (0, 1)
+    mine = range(n_shards)[rank_slice(n_shards, rank, world_size)]
+    todo = []
+    # Refuse a directory of other shards before anyone spends time collecting.
+    with agreement("collect_shards", enabled=distributed):
+        directory.mkdir(parents=True, exist_ok=True)
+        records = {record["shard"]: record for record in _shard_records(directory)}
+        _check_same_settings(list(records.values()), settings, directory)
+        for index in mine:
+            start, stop = index * shard_size, min((index + 1) * shard_size, n_inputs)
+            if index not in records:
+                todo.append(index)
+            elif records[index]["inputs_sha256"] != _inputs_sha256(data, start, stop, size):
+                raise ValueError(
+                    f"{directory / _shard_name(index, '.json')} covers inputs {start}..{stop - 1} "
+                    "but they differ from the inputs given now; pass the same data in the same "
+                    "order, or collect into another directory"
+                )
+    with (
+        agreement("collect_shards", enabled=distributed),
+        progress_bar(
+            total=len(todo),
+            desc=f"collect {settings['layer']} in shards",
+            unit="shard",
+            enabled=progress and rank == 0,
+        ) as bar,
+    ):
+        for index in todo:
+            start, stop = index * shard_size, min((index + 1) * shard_size, n_inputs)
+            digest = hashlib.sha256()
+            shard = _collect(
+                model,
+                composite,
+                layer,
+                _shard_batches(data, start, stop, size, digest),
+                target if labels is None else labels[start:stop],
+                n_locations=n_locations,
+                context=context,
+                batch_size=None,
+                random_state=random_state,
+                device=device,
+                progress=False,
+                precision=precision,
+                first_index=start,
+            )
+            shard.save(directory / _shard_name(index, ".npz"))
+            # The record comes last: it marks the shard finished.
+            write_json_atomic(
+                directory / _shard_name(index, ".json"),
+                {
+                    "format": _SHARD_FORMAT,
+                    "version": _SHARD_FORMAT_VERSION,
+                    "shard": index,
+                    "n_shards": n_shards,
+                    "inputs": [start, stop],
+                    "inputs_sha256": digest.hexdigest(),
+                    "n_rows": shard.n_vectors,
+                    "dim": shard.dim,
+                    "layer": shard.layer,
+                    "map_shape": list(shard.map_shape),
+                    "context_mode": shard.context_mode,
+                    "bypass": shard.bypass,
+                    "settings": settings,
+                },
+            )
+            bar.update()
+    return ShardedCollection.open(directory)
 
 
 def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -426,15 +830,37 @@ def _rows_per_input(n_locations: int | str | None, map_shape: tuple[int, ...]) -
     return int(n_locations)
 
 
+def _check_n_locations(n_locations: Any) -> None:
+    if isinstance(n_locations, bool) or not (
+        n_locations is None
+        or n_locations == "all"
+        or (isinstance(n_locations, int) and n_locations > 0)
+    ):
+        raise ValueError(f"n_locations must be a positive int, 'all' or None, got {n_locations!r}")
+
+
 def _draw_locations(
-    rng: np.random.Generator, size: int, map_shape: tuple[int, ...], n_locations: Any
+    seeds: np.random.SeedSequence,
+    first: int,
+    size: int,
+    map_shape: tuple[int, ...],
+    n_locations: Any,
 ) -> np.ndarray:
-    """Flat map positions ``(size, k)`` per input, without replacement within an input."""
+    """Flat map positions ``(size, k)`` for inputs ``first .. first + size - 1``, without
+    replacement within an input."""
     n_positions = int(np.prod(map_shape, dtype=np.int64))
     if not map_shape or n_locations in (None, "all"):
         return np.tile(np.arange(n_positions), (size, 1))
-    # One uniform key per position, consumed in input order: the draw ignores batching.
-    keys = rng.random((size, n_positions))
+    # One uniform key per position from the input's own child seed: the draw ignores
+    # batching and which process collects the input.
+    keys = np.stack(
+        [
+            np.random.default_rng(
+                np.random.SeedSequence(seeds.entropy, spawn_key=(first + i,))
+            ).random(n_positions)
+            for i in range(size)
+        ]
+    )
     return np.argsort(keys, axis=1)[:, :n_locations]
 
 
@@ -487,3 +913,161 @@ class _Rows:
             kept = min(self.size, capacity)
             resized[:kept] = array[:kept]
             self.arrays[name] = resized
+
+
+def _file_metadata(
+    layer: str, map_shape: Iterable[int], context_mode: str, bypass: bool
+) -> dict[str, Any]:
+    """The JSON header of a :class:`Collection` file."""
+    return {
+        "format": _FORMAT,
+        "version": _FORMAT_VERSION,
+        "layer": layer,
+        "map_shape": [int(size) for size in map_shape],
+        "context_mode": context_mode,
+        "bypass": bool(bypass),
+    }
+
+
+def _write_collection_file(
+    path: str | os.PathLike[str],
+    metadata: dict[str, Any],
+    n_rows: int,
+    columns: dict[str, tuple[np.dtype, tuple[int, ...]]],
+    blocks: Callable[[str], Iterable[np.ndarray]],
+) -> None:
+    """Write a :class:`Collection` file (``np.savez``'s layout, atomically), streaming each
+    array ``name`` of ``columns`` (dtype, shape of a row) from ``blocks(name)``, row blocks
+    that add up to ``n_rows`` rows."""
+    header = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        with archive.open("metadata.npy", "w") as member:
+            np.lib.format.write_array(member, header, allow_pickle=False)
+        for name, (dtype, row_shape) in columns.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(
+                    member,
+                    {
+                        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                        "fortran_order": False,
+                        "shape": (n_rows, *row_shape),
+                    },
+                )
+                written = 0
+                for block in blocks(name):
+                    member.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+                    written += len(block)
+                if written != n_rows:
+                    raise ValueError(
+                        f"{path}: {name} got {written} rows instead of {n_rows}; the shards "
+                        "changed while they were merged"
+                    )
+
+
+def _shard_name(index: int, suffix: str) -> str:
+    return f"shard-{index:06d}{suffix}"
+
+
+def _shard_records(directory: Path) -> list[dict[str, Any]]:
+    """The records of the finished shards in ``directory`` (in no particular order)."""
+    records = []
+    for path in sorted(directory.glob("shard-" + "[0-9]" * 6 + ".json")):
+        record = read_json(path, what="the record of a shard written by collect_shards()")
+        if (
+            not isinstance(record, dict)
+            or record.get("format") != _SHARD_FORMAT
+            or record.get("version") != _SHARD_FORMAT_VERSION
+        ):
+            raise ValueError(
+                f"{path} is not a shard record of version {_SHARD_FORMAT_VERSION}; collect into "
+                "a directory of its own"
+            )
+        records.append(record)
+    return records
+
+
+def _check_same_settings(
+    records: list[dict[str, Any]], settings: dict[str, Any], directory: Path
+) -> None:
+    for record in records:
+        if record["settings"] != settings:
+            differing = sorted(
+                key
+                for key in settings.keys() | record["settings"].keys()
+                if settings.get(key) != record["settings"].get(key)
+            )
+            raise ValueError(
+                f"{directory / _shard_name(record['shard'], '.json')} was collected with other "
+                f"settings ({', '.join(differing)} differ); collect into another directory, or "
+                "delete its shards to recollect them"
+            )
+
+
+def _indexable_length(data: Any) -> int:
+    """Number of inputs of data that can be read by index (a tensor, array or dataset)."""
+    if isinstance(data, torch.Tensor | np.ndarray):
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise ValueError(
+                f"data must have shape (N, ...) with N >= 1 and at least one feature axis, "
+                f"got {tuple(data.shape)}"
+            )
+        return int(data.shape[0])
+    if isinstance(data, DataLoader) or not (
+        hasattr(data, "__getitem__") and hasattr(data, "__len__")
+    ):
+        raise TypeError(
+            "sharded collection reads each shard's inputs by index: pass a tensor, an array or "
+            f"a map-style dataset (for a DataLoader, its .dataset), got {type(data).__name__}"
+        )
+    if len(data) == 0:
+        raise ValueError("data holds no inputs; pass at least one")
+    return len(data)
+
+
+def _shard_batches(data: Any, start: int, stop: int, batch_size: int, digest: Any) -> Iterator[Any]:
+    """Batches of inputs ``start .. stop - 1``, fed to ``digest`` as they pass."""
+    if isinstance(data, torch.Tensor | np.ndarray):
+        for first in range(start, stop, batch_size):
+            batch = torch.as_tensor(data[first : min(first + batch_size, stop)])
+            _digest_inputs(digest, batch)
+            yield batch
+        return
+    loader = DataLoader(Subset(data, range(start, stop)), batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        _digest_inputs(digest, batch[0] if isinstance(batch, tuple | list) else batch)
+        yield batch
+
+
+def _inputs_sha256(data: Any, start: int, stop: int, batch_size: int) -> str:
+    """Fingerprint of inputs ``start .. stop - 1`` (reads them; runs no model)."""
+    digest = hashlib.sha256()
+    for _ in _shard_batches(data, start, stop, batch_size, digest):
+        pass
+    return digest.hexdigest()
+
+
+def _digest_inputs(digest: Any, batch: Any) -> None:
+    """Feed a batch's values, dtype and per-input shape to ``digest`` (not its batching)."""
+    values = torch.as_tensor(batch).detach().cpu().contiguous()
+    digest.update(f"{values.dtype}{tuple(values.shape[1:])}".encode())
+    digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _model_sha256(model: nn.Module) -> str:
+    """Fingerprint of a model's parameters and buffers (names, dtypes, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        values = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{values.dtype}{tuple(values.shape)}".encode())
+        digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _describe_target(target: Any, labels: np.ndarray | None) -> Any:
+    """A JSON value identifying what is explained, for shard records."""
+    if labels is not None:
+        return {"labels_sha256": hashlib.sha256(labels.astype(np.int64).tobytes()).hexdigest()}
+    if callable(target):
+        module = getattr(target, "__module__", "?")
+        return f"callable {module}.{getattr(target, '__qualname__', type(target).__qualname__)}"
+    return target if isinstance(target, str) else int(target)

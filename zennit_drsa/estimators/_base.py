@@ -4,10 +4,16 @@ A subclass only says how to find a basis (:meth:`SubspaceEstimator._fit_basis`);
 validates inputs, normalises them, orders the subspaces by decreasing mean relevance,
 checks that the result is finite and orthonormal, and provides ``transform``,
 ``relevance``, ``projectors`` and ``score``.
+
+With ``distributed=True`` each process of ``torch.distributed``'s default group passes its
+own rows: every sum over samples (normalisation, mean relevances, the estimator's own
+statistics) goes through a :class:`~zennit_drsa._distributed.Partition`, and all processes
+end with the estimator one process would fit on all rows concatenated in rank order.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -19,6 +25,13 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from zennit_drsa._distributed import (
+    Partition,
+    agreement,
+    all_reduce_sum,
+    check_distributed,
+    ranks_differing,
+)
 from zennit_drsa.estimators._linalg import orthonormality_error
 from zennit_drsa.estimators._validation import (
     check_context,
@@ -52,19 +65,22 @@ class TrainingData:
     Attributes
     ----------
     activations : numpy.ndarray
-        ``(n, d)`` float64 activations divided by ``rms(A) · d^¼``.
+        ``(n, d)`` float64 activations divided by ``rms(A) · d^¼`` (this process's rows).
     context : numpy.ndarray or None
         ``(n, d)`` float64 context divided by ``rms(C) · d^¼``; ``None`` if none was given.
     sizes : tuple of int
         Subspace dimensions ``d_k`` in the requested order.
     input_device : torch.device or None
         Device of the first torch tensor among the inputs, if any.
+    partition : Partition
+        Which of all samples the rows are; sums over samples go through it.
     """
 
     activations: np.ndarray
     context: np.ndarray | None
     sizes: tuple[int, ...]
     input_device: torch.device | None
+    partition: Partition
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,7 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
 
     n_subspaces: int
     subspace_dim: Any
+    distributed: bool
 
     def fit(self, X: Any, y: None = None, *, context: Any = None) -> SubspaceEstimator:
         """Find the subspaces.
@@ -148,7 +165,10 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
 
         Notes
         -----
-        A failed fit leaves a previously fitted estimator as it was.
+        A failed fit leaves a previously fitted estimator as it was. With
+        ``distributed=True`` this is a collective call: every process of the default group
+        calls it with its own rows (any number, ``n >= 2`` in all, the same ``d`` and
+        context given on all or none), and an error on one process raises on all.
         """
         fitted_state = {key: value for key, value in vars(self).items() if key.endswith("_")}
         try:
@@ -161,51 +181,83 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             raise
 
     def _fit(self, X: Any, context: Any) -> SubspaceEstimator:
+        name = type(self).__name__
+        distributed = check_distributed(self.distributed, name)
         input_device = _tensor_device(X, context)
-        activations = validate_data(
-            self, to_host(X), dtype=[np.float64, np.float32], ensure_min_samples=2
-        )
-        sizes = subspace_sizes(self.n_subspaces, self.subspace_dim, activations.shape[1])
-        if context is None:
-            if self._needs_context:
-                warnings.warn(
-                    f"{type(self).__name__} was fitted without context; the activations stand "
-                    "in for it, so subspaces capture activation energy, not relevance. Pass "
-                    "context=... (the LRP context of the layer) for a relevance analysis.",
-                    MissingContextWarning,
-                    stacklevel=3,
+        # Checks of one process's rows may fail on that process only; all must stop then.
+        with agreement(f"{name}.fit", enabled=distributed):
+            activations = validate_data(
+                self,
+                to_host(X),
+                dtype=[np.float64, np.float32],
+                # A process may hold few rows or none; the total is checked below.
+                ensure_min_samples=0 if distributed else 2,
+            )
+            sizes = subspace_sizes(self.n_subspaces, self.subspace_dim, activations.shape[1])
+            vectors = None if context is None else check_context(context, activations)
+        partition = Partition.whole(len(activations))
+        if distributed:
+            partition = Partition.gather(
+                len(activations),
+                n_features=activations.shape[1],
+                context_given=int(vectors is not None),
+            )
+            if partition.n_total < 2:
+                raise ValueError(
+                    f"{name} needs at least 2 samples; the processes hold {partition.n_total}"
                 )
-            vectors = None
-        else:
-            vectors = check_context(context, activations)
-        scale_activations = _normalisation_scale(activations, "activations (X)")
+            # Different iteration counts or tolerances would make the processes' collectives
+            # stop matching; the seed (rank 0's is used) and the device may differ.
+            differing = ranks_differing(_parameter_fingerprint(self))
+            if differing:
+                raise ValueError(
+                    f"{name}: rank(s) {differing} were given other parameters than rank 0; "
+                    "construct the estimator alike on every process (random_state and device "
+                    "may differ)"
+                )
+        if context is None and self._needs_context:
+            warnings.warn(
+                f"{name} was fitted without context; the activations stand in for it, so "
+                "subspaces capture activation energy, not relevance. Pass context=... (the LRP "
+                "context of the layer) for a relevance analysis.",
+                MissingContextWarning,
+                stacklevel=3,
+            )
+        scale_activations = _normalisation_scale(activations, "activations (X)", partition)
         scale_context = scale_activations
         if vectors is not None:
-            scale_context = _normalisation_scale(vectors, "context vectors")
+            scale_context = _normalisation_scale(vectors, "context vectors", partition)
+        # In float64 whatever the input dtype: float32 quotients would round differently as
+        # soon as the scale differs in its last bit (it is a sum over rows in any order).
         data = TrainingData(
-            activations / scale_activations,
-            None if vectors is None else vectors / scale_context,
+            np.divide(activations, scale_activations, dtype=np.float64),
+            None if vectors is None else np.divide(vectors, scale_context, dtype=np.float64),
             sizes,
             input_device,
+            partition,
         )
         fitted = self._fit_basis(data)
 
-        rows = fitted.basis.T
+        # Every process computed the same result; copying rank 0's makes them bit-identical
+        # even where a library's rounding differs between processes.
+        rows = partition.first(fitted.basis).T
+        objective = float(partition.first(np.array([fitted.objective]))[0])
+        trace = partition.first(np.asarray(fitted.trace, dtype=np.float64))
         relevance = _block_relevance(activations, vectors, rows, sizes)
-        mean_relevance = relevance.mean(axis=0)
+        mean_relevance = partition.sum(relevance.sum(axis=0)) / partition.n_total
         order = np.argsort(-mean_relevance, kind="stable")
         offsets = np.cumsum((0, *sizes))
         rows = np.concatenate([rows[offsets[k] : offsets[k + 1]] for k in order])
         # Subspaces are sign-invariant; fixing each row's sign makes transform() reproducible.
         signs = np.sign(rows[np.arange(len(rows)), np.abs(rows).argmax(axis=1)])
         rows = rows * np.where(signs == 0, 1.0, signs)[:, None]
-        _check_components(rows, fitted.objective, type(self).__name__)
+        _check_components(rows, objective, name)
 
         self.components_ = rows
         self.subspace_sizes_ = np.asarray(sizes, dtype=np.int64)[order]
         self.subspace_relevance_ = mean_relevance[order]
-        self.objective_ = float(fitted.objective)
-        self.objective_trace_ = np.asarray(fitted.trace, dtype=np.float64)
+        self.objective_ = objective
+        self.objective_trace_ = trace
         self.n_iter_ = int(fitted.n_iter)
         self.scale_activations_ = float(scale_activations)
         self.scale_context_ = float(scale_context)
@@ -306,7 +358,8 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         (no normalisation), with the estimator's ``p`` and ``q`` if it has them, else
         ``p = 2`` and ``q = 1/2``. Without context the activations stand in for it, which for
         :class:`DSA` is its own objective. Route ``context`` through meta-estimators with
-        ``set_score_request(context=True)``.
+        ``set_score_request(context=True)``. With ``distributed=True`` this is a collective
+        call, each process passing its own rows, and the score pools over all of them.
 
         Parameters
         ----------
@@ -324,14 +377,31 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         float
         """
         check_is_fitted(self)
-        activations = validate_data(self, to_host(X), dtype=np.float64, reset=False)
-        vectors = activations if context is None else check_context(context, activations)
-        weights = None
-        if sample_weight is not None:
-            weights = torch.from_numpy(check_sample_weight(sample_weight, len(activations)))
+        distributed = check_distributed(self.distributed, type(self).__name__)
+        with agreement(f"{type(self).__name__}.score", enabled=distributed):
+            activations = validate_data(
+                self,
+                to_host(X),
+                dtype=np.float64,
+                reset=False,
+                ensure_min_samples=0 if distributed else 1,
+            )
+            vectors = activations if context is None else check_context(context, activations)
+            weights = None
+            if sample_weight is not None:
+                weights = check_sample_weight(sample_weight, len(activations), local=distributed)
+        if distributed and weights is not None:
+            if float(all_reduce_sum(torch.tensor([weights.sum()]))[0]) == 0:
+                raise ValueError("sample_weight is zero on every process; give some weight")
         relevance = _block_relevance(activations, vectors, self.components_, self.subspace_sizes_)
         p, q = self._pooling_orders()
-        objective, _, _ = pool_relevance(torch.from_numpy(relevance)[:, None, :], p, q, weights)
+        objective, _, _ = pool_relevance(
+            torch.from_numpy(relevance)[:, None, :],
+            p,
+            q,
+            None if weights is None else torch.from_numpy(weights),
+            all_reduce=all_reduce_sum if distributed else None,
+        )
         return float(objective[0])
 
     def _pooling_orders(self) -> tuple[float, float]:
@@ -344,7 +414,9 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         context = data.activations if data.context is None else data.context
         relevance = _block_relevance(data.activations, context, basis.T, data.sizes)
         pooled, _, _ = pool_relevance(
-            torch.from_numpy(relevance)[:, None, :], *self._pooling_orders()
+            torch.from_numpy(relevance)[:, None, :],
+            *self._pooling_orders(),
+            all_reduce=data.partition.sum,
         )
         objective = float(pooled[0])
         return FittedBasis(basis, objective, np.array([objective]), 0)
@@ -359,10 +431,26 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         return tags
 
 
-def generator(random_state: Any) -> np.random.Generator:
-    """A numpy Generator from anything sklearn accepts as ``random_state``."""
+def generator(random_state: Any, partition: Partition | None = None) -> np.random.Generator:
+    """A numpy Generator from anything sklearn accepts as ``random_state``.
+
+    With a ``partition`` spread over processes, every process gets rank 0's seed, so that all
+    draw the same numbers (``None`` or a ``RandomState`` would differ between processes).
+    """
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    if partition is not None:
+        seed = int(partition.first(np.array([seed], dtype=np.int64))[0])
     return np.random.default_rng(seed)
+
+
+def _parameter_fingerprint(estimator: SubspaceEstimator) -> int:
+    """A 60-bit digest of the parameters that every process must share."""
+    shared = sorted(
+        (key, repr(value))
+        for key, value in estimator.get_params(deep=False).items()
+        if key not in ("random_state", "device")
+    )
+    return int(hashlib.sha256(repr(shared).encode()).hexdigest()[:15], 16)
 
 
 def _tensor_device(*inputs: Any) -> torch.device | None:
@@ -372,9 +460,11 @@ def _tensor_device(*inputs: Any) -> torch.device | None:
     return None
 
 
-def _normalisation_scale(vectors: np.ndarray, name: str) -> float:
-    """``rms(vectors) · d^¼``, the reference code's global normalisation divisor."""
-    rms = float(np.sqrt(np.mean(np.square(vectors, dtype=np.float64))))
+def _normalisation_scale(vectors: np.ndarray, name: str, partition: Partition) -> float:
+    """``rms(vectors) · d^¼`` over the rows of all processes, the reference code's global
+    normalisation divisor."""
+    squares = partition.sum(np.square(vectors, dtype=np.float64).sum(keepdims=True))
+    rms = float(np.sqrt(squares[0, 0] / (partition.n_total * vectors.shape[1])))
     if rms == 0:
         raise ValueError(
             f"the {name} are all zero, so every subspace would be dead (zero relevance); "

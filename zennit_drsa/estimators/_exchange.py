@@ -5,6 +5,10 @@ through worse mixtures, so subspaces that each hold parts of several concepts ar
 maxima of the DRSA objective. Here each subspace is split into pure directions ("atoms"),
 and atoms are regrouped (single exchanges, and size-constrained clustering by
 co-activation) whenever that raises the objective.
+
+Every quantity summed over samples (pooled relevances, the atoms' co-activation Gram matrix)
+goes through the problem's :class:`~zennit_drsa._distributed.Partition`, so the exchanges are
+the same when the samples are spread over processes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from zennit_drsa._distributed import Partition
 from zennit_drsa.estimators._ascent import ascend
 from zennit_drsa.estimators.objective import RelevanceProblem, pool_relevance
 
@@ -40,33 +45,33 @@ def exchange_directions(
     Returns the new ``(1, d, m)`` basis, or ``None`` if no exchange improves ``J``.
     """
     basis = basis[0].to(problem.device)
-    activations, context = problem.project(basis)
+    sample = problem
     if problem.n_samples > _ATOM_SAMPLES:
-        subset = np.sort(rng.choice(problem.n_samples, _ATOM_SAMPLES, replace=False))
-        subset = torch.as_tensor(subset, device=problem.device)
-        activations = activations[subset]
-        context = None if context is None else context[subset]
+        rows = rng.choice(problem.n_samples, _ATOM_SAMPLES, replace=False)
+        sample = problem.subset(np.sort(rows))
+    activations, context = sample.project(basis)
     offsets = np.cumsum((0, *problem.sizes))
     columns = []
     for k, size in enumerate(problem.sizes):
         block = slice(offsets[k], offsets[k + 1])
         if size > 1:
             local_context = None if context is None else context[:, block]
-            rotation = _atoms(problem, activations[:, block], local_context, rng)
+            rotation = _atoms(sample, activations[:, block], local_context, rng)
             columns.append(basis[:, block] @ rotation)
         else:
             columns.append(basis[:, block])
     rotated = torch.cat(columns, dim=1)
     atoms = problem.column_relevance(rotated)
+    p, q, partition = problem.p, problem.q, problem.partition
     current = [list(range(offsets[k], offsets[k + 1])) for k in range(len(problem.sizes))]
-    threshold = _grouped_objective(atoms, current, problem.p, problem.q) * (1 + 1e-9)
-    clusterings = _cluster_atoms(atoms, problem.sizes, rng)
+    threshold = _grouped_objective(atoms, current, p, q, partition) * (1 + 1e-9)
+    clusterings = _cluster_atoms(atoms, problem.sizes, rng, partition)
     # Polishing is the costly part: do it for the current grouping and the best clustering.
-    clustered = max(clusterings, key=lambda g: _grouped_objective(atoms, g, problem.p, problem.q))
+    clustered = max(clusterings, key=lambda g: _grouped_objective(atoms, g, p, q, partition))
     best, chosen = threshold, None
     for groups in (current, clustered):
-        groups = _polish(atoms, groups, problem.p, problem.q)
-        objective = _grouped_objective(atoms, groups, problem.p, problem.q)
+        groups = _polish(atoms, groups, p, q, partition)
+        objective = _grouped_objective(atoms, groups, p, q, partition)
         if objective > best:
             best, chosen = objective, groups
     if chosen is None:
@@ -74,17 +79,21 @@ def exchange_directions(
     return rotated[:, [column for group in chosen for column in group]][None]
 
 
-def _grouped_objective(atoms: torch.Tensor, groups: list[list[int]], p: float, q: float) -> float:
+def _grouped_objective(
+    atoms: torch.Tensor, groups: list[list[int]], p: float, q: float, partition: Partition
+) -> float:
     """``J`` when subspace ``k`` is spanned by the atoms ``groups[k]`` (columns of ``atoms``)."""
     relevance = torch.stack([atoms[:, group].sum(dim=1) for group in groups], dim=1)
-    return float(pool_relevance(relevance[:, None, :], p, q)[0][0])
+    return float(pool_relevance(relevance[:, None, :], p, q, all_reduce=partition.sum)[0][0])
 
 
-def _polish(atoms: torch.Tensor, groups: list[list[int]], p: float, q: float) -> list[list[int]]:
+def _polish(
+    atoms: torch.Tensor, groups: list[list[int]], p: float, q: float, partition: Partition
+) -> list[list[int]]:
     """Greedy single exchanges of atoms between groups while ``J`` improves."""
     groups = [list(group) for group in groups]
     for _ in range(_MAX_SWAPS):
-        swap = _best_exchange(atoms, groups, p, q)
+        swap = _best_exchange(atoms, groups, p, q, partition)
         if swap is None:
             break
         (one, i), (other, j) = swap
@@ -93,36 +102,45 @@ def _polish(atoms: torch.Tensor, groups: list[list[int]], p: float, q: float) ->
 
 
 def _cluster_atoms(
-    atoms: torch.Tensor, sizes: tuple[int, ...], rng: np.random.Generator
+    atoms: torch.Tensor, sizes: tuple[int, ...], rng: np.random.Generator, partition: Partition
 ) -> list[list[list[int]]]:
     """Groupings of atoms by co-activation: size-constrained k-means on the atoms'
     relevance profiles over samples, from a few k-means++ seedings.
 
     Local exchanges cannot undo a cyclic mixture (subspace 1 holding halves of concepts A
     and B, subspace 2 of B and C, subspace 3 of C and A); regrouping from scratch can.
+
+    The profiles (unit vectors over samples) enter only through their inner products, and
+    centroids are means of profiles, so k-means runs on the ``(m, m)`` Gram matrix: one sum
+    over samples, all-reduced when they are spread over processes.
     """
-    profiles = atoms.clamp_min(0).mT.cpu().numpy()
-    norms = np.linalg.norm(profiles, axis=1, keepdims=True)
-    profiles = profiles / np.where(norms > 0, norms, 1.0)
-    similarity = profiles @ profiles.T
+    positive = atoms.clamp_min(0)
+    gram = partition.sum(positive.mT @ positive).cpu().numpy()
+    norms = np.sqrt(np.diagonal(gram))
+    norms = np.where(norms > 0, norms, 1.0)
+    similarity = gram / norms[:, None] / norms[None, :]
+    n_atoms = len(similarity)
     slots = np.repeat(np.arange(len(sizes)), sizes)
     groupings = []
     for _ in range(_CLUSTER_SEEDS):
-        centres = [int(rng.integers(len(profiles)))]
+        centres = [int(rng.integers(n_atoms))]
         for _ in range(1, len(sizes)):
             distance = np.clip(1 - similarity[:, centres].max(axis=1), 0, None)
             total = distance.sum()
             weights = distance / total if total > 0 else None
-            centres.append(int(rng.choice(len(profiles), p=weights)))
-        centroids = profiles[centres]
+            centres.append(int(rng.choice(n_atoms, p=weights)))
+        # (m, K) inner products of the profiles with the centroids: the seeds' columns first.
+        affinity = similarity[:, centres]
         labels = None
         for _ in range(_CLUSTER_ITERATIONS):
-            rows, columns = linear_sum_assignment(-(profiles @ centroids.T)[:, slots])
+            rows, columns = linear_sum_assignment(-affinity[:, slots])
             new_labels = slots[columns[np.argsort(rows)]]
             if labels is not None and np.array_equal(labels, new_labels):
                 break
             labels = new_labels
-            centroids = np.stack([profiles[labels == k].mean(axis=0) for k in range(len(sizes))])
+            affinity = np.stack(
+                [similarity[:, labels == k].mean(axis=1) for k in range(len(sizes))], axis=1
+            )
         groupings.append([np.flatnonzero(labels == k).tolist() for k in range(len(sizes))])
     return groupings
 
@@ -138,14 +156,14 @@ def _atoms(
     subspace's coordinates ``activations`` and ``context`` ``(n, d_k)``. A subspace that
     mixes directions of different concepts is split into pure directions this way."""
     size = activations.shape[1]
-    local = RelevanceProblem(activations, context, (1,) * size, problem.p, problem.q)
+    local = problem.like(activations, context, (1,) * size)
     start = torch.eye(size, dtype=torch.float64, device=problem.device)[None]
     result = ascend(local, start, rng, _ATOM_ITERATIONS, _ATOM_TOLERANCE, None, 0)
     return torch.as_tensor(result.basis, device=problem.device)
 
 
 def _best_exchange(
-    atoms: torch.Tensor, groups: list[list[int]], p: float, q: float
+    atoms: torch.Tensor, groups: list[list[int]], p: float, q: float, partition: Partition
 ) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """The exchange of one atom between two groups that raises ``J`` most, or ``None``.
 
@@ -156,7 +174,7 @@ def _best_exchange(
     relevance = torch.stack([atoms[:, group].sum(dim=1) for group in groups], dim=1)
 
     def pooled(values: torch.Tensor) -> torch.Tensor:
-        return values.clamp_min(0).pow(p).mean(dim=0).pow(1 / p)
+        return partition.mean(values.clamp_min(0).pow(p)).pow(1 / p)
 
     scores = pooled(relevance)
     powered = scores.pow(q)

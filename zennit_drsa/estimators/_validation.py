@@ -159,16 +159,24 @@ def check_context(context: Any, activations: np.ndarray) -> np.ndarray:
     return context
 
 
-def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
-    """Validate per-sample weights: ``(n_samples,)`` float64, finite, >= 0, not all zero."""
+def check_sample_weight(sample_weight: Any, n_samples: int, *, local: bool = False) -> np.ndarray:
+    """Validate per-sample weights: ``(n_samples,)`` float64, finite, >= 0, not all zero.
+
+    ``local``: the weights of one process's samples among those of several, which may be
+    none or all zero (the caller checks the total).
+    """
     weights = check_array(
-        to_host(sample_weight), dtype=np.float64, ensure_2d=False, input_name="sample_weight"
+        to_host(sample_weight),
+        dtype=np.float64,
+        ensure_2d=False,
+        ensure_min_samples=0 if local else 1,
+        input_name="sample_weight",
     )
     if weights.shape != (n_samples,):
         raise ValueError(
             f"sample_weight has shape {weights.shape}; expected ({n_samples},), one weight "
             "per sample"
         )
-    if (weights < 0).any() or weights.sum() == 0:
+    if (weights < 0).any() or (weights.sum() == 0 and not local):
         raise ValueError("sample_weight must be non-negative and not all zero")
     return weights

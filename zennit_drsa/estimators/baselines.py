@@ -49,6 +49,7 @@ class DSA(PooledSubspaceEstimator):
         random_state: Any = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype = "float32",
+        distributed: bool = False,
     ) -> None:
         self.n_subspaces = n_subspaces
         self.subspace_dim = subspace_dim
@@ -61,6 +62,7 @@ class DSA(PooledSubspaceEstimator):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.distributed = distributed
 
 
 class PCASubspaces(SubspaceEstimator):
@@ -72,6 +74,9 @@ class PCASubspaces(SubspaceEstimator):
         Number of subspaces ``K``.
     subspace_dim : int, sequence of int or None, default=None
         As for :class:`~zennit_drsa.estimators.DRSA`.
+    distributed : bool, default=False
+        As for :class:`~zennit_drsa.estimators.DRSA`: fit on the rows of all processes of
+        ``torch.distributed``'s default group, each passing its own.
 
     Attributes
     ----------
@@ -80,14 +85,20 @@ class PCASubspaces(SubspaceEstimator):
     """
 
     def __init__(
-        self, n_subspaces: int = 4, subspace_dim: int | Sequence[int] | None = None
+        self,
+        n_subspaces: int = 4,
+        subspace_dim: int | Sequence[int] | None = None,
+        *,
+        distributed: bool = False,
     ) -> None:
         self.n_subspaces = n_subspaces
         self.subspace_dim = subspace_dim
+        self.distributed = distributed
 
     def _fit_basis(self, data: TrainingData) -> FittedBasis:
         activations = data.activations
-        _, basis = top_eigenvectors(activations.T @ activations, sum(data.sizes))
+        second_moment = data.partition.sum(activations.T @ activations)
+        _, basis = top_eigenvectors(second_moment, sum(data.sizes))
         return self._closed_form(basis, data)
 
 
@@ -102,6 +113,9 @@ class RandomSubspaces(SubspaceEstimator):
         As for :class:`~zennit_drsa.estimators.DRSA`.
     random_state : int, RandomState instance or None, default=None
         Seed of the draw.
+    distributed : bool, default=False
+        As for :class:`~zennit_drsa.estimators.DRSA`: fit on the rows of all processes of
+        ``torch.distributed``'s default group, each passing its own.
 
     Attributes
     ----------
@@ -115,12 +129,14 @@ class RandomSubspaces(SubspaceEstimator):
         subspace_dim: int | Sequence[int] | None = None,
         *,
         random_state: Any = None,
+        distributed: bool = False,
     ) -> None:
         self.n_subspaces = n_subspaces
         self.subspace_dim = subspace_dim
         self.random_state = random_state
+        self.distributed = distributed
 
     def _fit_basis(self, data: TrainingData) -> FittedBasis:
         d, m = data.activations.shape[1], sum(data.sizes)
-        basis = haar_orthonormal(generator(self.random_state), d, m)[0]
+        basis = haar_orthonormal(generator(self.random_state, data.partition), d, m)[0]
         return self._closed_form(basis, data)

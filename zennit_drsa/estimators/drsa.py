@@ -51,11 +51,14 @@ class PooledSubspaceEstimator(SubspaceEstimator):
         context = None
         if self._context_in_objective and data.context is not None:
             context = torch.as_tensor(data.context, dtype=dtype, device=device)
-        problem = RelevanceProblem(activations, context, data.sizes, self.p, self.q)
+        problem = RelevanceProblem(
+            activations, context, data.sizes, self.p, self.q, partition=data.partition
+        )
         options: dict[str, Any] = {"max_iter": self.max_iter, "n_restarts": self.n_restarts}
         if self.solver != "reference":
             options["tol"] = self.tol
-        result = SOLVERS[self.solver](problem, generator(self.random_state), **options)
+        rng = generator(self.random_state, data.partition)
+        result = SOLVERS[self.solver](problem, rng, **options)
         if result.converged is False:
             warnings.warn(
                 f"{type(self).__name__} did not converge in max_iter={self.max_iter} "
@@ -132,6 +135,13 @@ class DRSA(PooledSubspaceEstimator):
         Where to optimise; ``None`` is the device of a tensor ``X`` or torch's default.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the data matmuls; bases and decompositions are always float64.
+    distributed : bool, default=False
+        Fit data-parallel over the processes of ``torch.distributed``'s default group
+        (launched with ``torchrun``; gloo on CPU, NCCL on GPU): each process passes only
+        its own rows to :meth:`fit` and :meth:`score`, which become collective calls, and
+        every process ends with the fit of one process on all rows concatenated in rank
+        order, on the same seed (rank 0's seed when ``random_state`` is not an int). See
+        :mod:`zennit_drsa.distributed`.
 
     Attributes
     ----------
@@ -159,6 +169,7 @@ class DRSA(PooledSubspaceEstimator):
         random_state: Any = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype = "float32",
+        distributed: bool = False,
     ) -> None:
         self.n_subspaces = n_subspaces
         self.subspace_dim = subspace_dim
@@ -171,3 +182,4 @@ class DRSA(PooledSubspaceEstimator):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.distributed = distributed

@@ -9,14 +9,22 @@ For bases ``U = [U_1 … U_K]`` (``d × m``, ``m = Σ d_k``) and data pairs ``(a
 With ``X_a = A U`` and ``X_c = C U`` (``n × m``) and ``G_ik = ∂J/∂R_ik`` broadcast to the
 columns of subspace ``k``, the Euclidean gradient is ``Aᵀ(G ⊙ X_c) + Cᵀ(G ⊙ X_a)``: two
 ``n × d × m`` matmuls per evaluation, one for the projections and one for the gradient.
+
+Both are sums over samples, so the samples may be spread over processes (data-parallel
+fitting with ``torch.distributed``): each process holds its rows, and the per-subspace sums
+of ``max(0, R_ik)^p`` and the gradient are all-reduced (see
+:class:`~zennit_drsa._distributed.Partition`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from zennit_drsa._distributed import Partition
 
 __all__ = ["Evaluation", "RelevanceProblem", "pool_relevance"]
 
@@ -25,7 +33,12 @@ _ROW_BLOCK = 4096
 
 
 def pool_relevance(
-    relevance: torch.Tensor, p: float, q: float, sample_weight: torch.Tensor | None = None
+    relevance: torch.Tensor,
+    p: float,
+    q: float,
+    sample_weight: torch.Tensor | None = None,
+    *,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pool subspace relevances into the DRSA objective and differentiate it.
 
@@ -40,6 +53,9 @@ def pool_relevance(
     sample_weight : torch.Tensor, optional
         ``(n,)`` non-negative weights of the samples in the mean over samples (same dtype
         as ``relevance``); uniform if omitted.
+    all_reduce : callable, optional
+        Adds up a tensor over all processes when other processes hold further samples (the
+        sums over samples are all-reduced, one call); ``None``: these are all the samples.
 
     Returns
     -------
@@ -51,13 +67,19 @@ def pool_relevance(
         ``(n, B, K)`` the derivative ``∂J/∂R_ik``. It is exactly 0 for clipped samples and
         for dead subspaces (where the chain rule would otherwise give ``0 · ∞``).
     """
-    n, _, k = relevance.shape
+    n, batch, k = relevance.shape
     if sample_weight is None:
-        share = torch.full((n, 1, 1), 1.0 / n, dtype=relevance.dtype, device=relevance.device)
+        weight = torch.ones((n, 1, 1), dtype=relevance.dtype, device=relevance.device)
     else:
-        share = (sample_weight / sample_weight.sum())[:, None, None]
+        weight = sample_weight[:, None, None].to(relevance.dtype)
     clipped = relevance.clamp_min(0.0)
-    scores = (share * clipped.pow(p)).sum(dim=0).pow(1.0 / p)
+    # The weighted power sums and the total weight travel in one all-reduce.
+    sums = torch.cat([(weight * clipped.pow(p)).sum(dim=0).flatten(), weight.sum().reshape(1)])
+    if all_reduce is not None:
+        sums = all_reduce(sums)
+    total = sums[-1]
+    share = weight / total
+    scores = (sums[:-1].view(batch, k) / total).pow(1.0 / p)
     objective = scores.pow(q).mean(dim=1).pow(1.0 / q)
     alive = scores > 0
     # ∂J/∂R_ik = J^(1-q) s_k^(q-p) r_ik^(p-1) share_i / K for r_ik > 0; avoids 0^negative.
@@ -112,6 +134,19 @@ class RelevanceProblem:
         Subspace dimensions ``d_k``; their sum ``m`` is at most ``d``.
     p, q : float
         Pooling orders, see :func:`pool_relevance`.
+    partition : Partition, optional
+        Which of all samples the rows are, when other processes hold the others
+        (data-parallel fitting): means over samples and the gradient then cover all of them.
+        ``None``: the rows are all the samples.
+
+    Attributes
+    ----------
+    n_samples : int
+        Samples of the problem, over all processes.
+    n_features : int
+        Dimension ``d``.
+    partition : Partition
+        The samples held here among all.
     """
 
     def __init__(
@@ -121,8 +156,17 @@ class RelevanceProblem:
         sizes: Sequence[int],
         p: float,
         q: float,
+        *,
+        partition: Partition | None = None,
     ) -> None:
-        self.n_samples, self.n_features = activations.shape
+        self._n_local, self.n_features = activations.shape
+        self.partition = Partition.whole(self._n_local) if partition is None else partition
+        if self.partition.n_local != self._n_local:
+            raise ValueError(
+                f"the partition says {self.partition.n_local} samples are held here but the "
+                f"data have {self._n_local} rows"
+            )
+        self.n_samples = self.partition.n_total
         self.symmetric = context is None
         # One stacked matrix turns the A- and C-products into a single matmul each way.
         self._data = activations if context is None else torch.cat([activations, context])
@@ -166,12 +210,14 @@ class RelevanceProblem:
         else:
             relevance = products @ self._membership
         relevance = relevance.to(torch.float64)
-        objective, scores, weights = pool_relevance(relevance, self.p, self.q)
+        objective, scores, weights = pool_relevance(
+            relevance, self.p, self.q, all_reduce=self.partition.sum
+        )
         return Evaluation(bases, objective, scores, projections, weights)
 
     def gradient(self, evaluation: Evaluation) -> torch.Tensor:
         """Euclidean gradient ``∂J/∂U`` ``(B, d, m)`` float64 at an evaluated batch."""
-        n, batch = self.n_samples, evaluation.bases.shape[0]
+        n, batch = self._n_local, evaluation.bases.shape[0]
         weights = evaluation.weights.to(self.dtype)
         projections = evaluation.projections.view(-1, batch, self.width)
         cotangent = torch.empty_like(projections)
@@ -181,7 +227,8 @@ class RelevanceProblem:
             self._scale_columns(weights, projections[n:], cotangent[:n])
             self._scale_columns(weights, projections[:n], cotangent[n:])
         gradient = self._data.mT @ cotangent.view(-1, batch * self.width)
-        return gradient.view(self.n_features, batch, self.width).permute(1, 0, 2).double()
+        gradient = gradient.view(self.n_features, batch, self.width).permute(1, 0, 2).double()
+        return self.partition.sum(gradient)
 
     def _scale_columns(
         self, weights: torch.Tensor, columns: torch.Tensor, out: torch.Tensor
@@ -196,11 +243,25 @@ class RelevanceProblem:
             torch.mul(columns, weights @ self._membership.T, out=out)
         return out
 
-    def subset(self, rows: torch.Tensor) -> RelevanceProblem:
-        """The same objective on the samples ``rows`` (indices on the data's device)."""
-        activations = self._data[: self.n_samples][rows]
-        context = None if self.symmetric else self._data[self.n_samples :][rows]
-        return RelevanceProblem(activations, context, self.sizes, self.p, self.q)
+    def subset(self, rows: np.ndarray) -> RelevanceProblem:
+        """The same objective on the samples ``rows``: sorted indices among all samples
+        (of all processes; each process keeps those it holds)."""
+        local, partition = self.partition.select(rows)
+        local = torch.as_tensor(local, device=self.device)
+        activations = self._data[: self._n_local][local]
+        context = None if self.symmetric else self._data[self._n_local :][local]
+        return RelevanceProblem(
+            activations, context, self.sizes, self.p, self.q, partition=partition
+        )
+
+    def like(
+        self, activations: torch.Tensor, context: torch.Tensor | None, sizes: Sequence[int]
+    ) -> RelevanceProblem:
+        """A problem with this one's pooling orders and samples (spread over the processes
+        the same way), on other features ``(n, d')`` of them and other subspaces."""
+        return RelevanceProblem(
+            activations, context, sizes, self.p, self.q, partition=self.partition
+        )
 
     def project(self, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Coordinates ``(n, m)`` of the activations and of the context (``None`` when the
@@ -208,10 +269,11 @@ class RelevanceProblem:
         projections = self._data @ basis.to(device=self.device, dtype=self.dtype)
         if self.symmetric:
             return projections, None
-        return projections[: self.n_samples], projections[self.n_samples :]
+        return projections[: self._n_local], projections[self._n_local :]
 
     def column_relevance(self, basis: torch.Tensor) -> torch.Tensor:
-        """Relevance ``(n, m)`` float64 of every sample along every column of ``basis``."""
+        """Relevance ``(n, m)`` float64 of every sample held here along every column of
+        ``basis``."""
         activations, context = self.project(basis)
         activations = activations.double()
         return activations * (activations if context is None else context.double())
@@ -221,4 +283,4 @@ class RelevanceProblem:
         projections = projections.view(-1, batch, self.width)
         if self.symmetric:
             return projections.square()
-        return projections[: self.n_samples] * projections[self.n_samples :]
+        return projections[: self._n_local] * projections[self._n_local :]

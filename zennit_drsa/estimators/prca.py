@@ -26,6 +26,9 @@ class PRCA(SubspaceEstimator):
         Number of subspaces ``K``.
     subspace_dim : int, sequence of int or None, default=None
         As for :class:`~zennit_drsa.estimators.DRSA`.
+    distributed : bool, default=False
+        As for :class:`~zennit_drsa.estimators.DRSA`: fit on the rows of all processes of
+        ``torch.distributed``'s default group, each passing its own.
 
     Attributes
     ----------
@@ -36,14 +39,19 @@ class PRCA(SubspaceEstimator):
     _needs_context: ClassVar[bool] = True
 
     def __init__(
-        self, n_subspaces: int = 4, subspace_dim: int | Sequence[int] | None = None
+        self,
+        n_subspaces: int = 4,
+        subspace_dim: int | Sequence[int] | None = None,
+        *,
+        distributed: bool = False,
     ) -> None:
         self.n_subspaces = n_subspaces
         self.subspace_dim = subspace_dim
+        self.distributed = distributed
 
     def _fit_basis(self, data: TrainingData) -> FittedBasis:
         activations = data.activations
         context = activations if data.context is None else data.context
-        cross = activations.T @ context / len(activations)
+        cross = data.partition.sum(activations.T @ context) / data.partition.n_total
         _, basis = top_eigenvectors(cross + cross.T, sum(data.sizes))
         return self._closed_form(basis, data)

@@ -201,8 +201,9 @@ def _warm_up(
     size = max(_WARMUP_SAMPLES, problem.n_samples // 4)
     if len(starts) == 1 or prune_after is None or 2 * size > problem.n_samples:
         return starts, 0
-    rows = np.sort(rng.choice(problem.n_samples, size, replace=False))
-    subset = problem.subset(torch.as_tensor(rows, device=problem.device))
+    # Global indices drawn from the shared generator: the same samples on any number of
+    # processes, each taking those it holds.
+    subset = problem.subset(np.sort(rng.choice(problem.n_samples, size, replace=False)))
     leader = ascend(subset, starts, rng, prune_after, tol, None, 0)
     return torch.as_tensor(leader.basis[None], device=problem.device), leader.n_revived
 

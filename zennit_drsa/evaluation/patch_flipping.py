@@ -2,15 +2,21 @@
 
 Standard patch flipping removes the patches of one heatmap in order of decreasing relevance.
 The disentangled variant takes K concept heatmaps of the same input and removes patches
-following every concept's own ranking (``ordering="union"`` or ``"round_robin"``, see
-:func:`patch_flipping`). The x-axis is always the true fraction of the input area removed,
+following every concept's own ranking (``ordering="union"`` or ``"round_robin"``) or one
+ranking by the concepts' summed positive relevance (``"positive_sum"``), see
+:func:`patch_flipping`. The x-axis is always the true fraction of the input area removed,
 so curves of a standard map and of K concept maps are comparable; the area under the
 normalised curve (AUPC) summarises a curve, and lower is better.
+
+Insertion curves (``direction="insertion"``) run the same sequence the other way: from the
+input with every patch removed, patches are put back most relevant first. The state after
+inserting a fraction ``φ`` is the input with the least relevant ``1 − φ`` of the area
+removed, so this is the least-relevant-first (LeRF) curve of the literature read from the
+other end; higher is better.
 """
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,10 +31,19 @@ from zennit_drsa.evaluation._patches import (
     ORDERINGS,
     Ordering,
     PatchGrid,
+    check_batch_size,
+    check_heatmaps,
+    check_inputs,
+    check_patch_size,
+    check_targets,
+    model_device,
+    perturbed_batches,
+    removal_images,
     removal_order,
     step_counts,
 )
 from zennit_drsa.evaluation._stats import mean_sem
+from zennit_drsa.precision import Precision, check_precision, lrp_precision
 
 __all__ = ["FlippingCurve", "PatchFlippingResult", "patch_flipping"]
 
@@ -40,18 +55,24 @@ _USE_THE_FRONT_END = "use your front-end's floor, e.g. audio_cnn.LogMel.floor"
 
 Score = Literal["logit", "relu_logit"]
 SCORES: tuple[str, ...] = ("logit", "relu_logit")
+Direction = Literal["deletion", "insertion"]
+DIRECTIONS: tuple[str, ...] = ("deletion", "insertion")
 
 
 @dataclass(frozen=True)
 class FlippingCurve:
     """The raw perturbation curve of one input, one point per evaluated step.
 
+    For insertion curves, "removed" reads "inserted": the curve starts at the input with
+    every patch removed and ends at the unperturbed input.
+
     Attributes
     ----------
     n_removed:
-        ``(n_steps + 1,)`` patches removed so far, starting at 0 (the unperturbed input).
+        ``(n_steps + 1,)`` patches removed (inserted) so far, starting at 0 (deletion: the
+        unperturbed input; insertion: every patch removed).
     fractions:
-        ``(n_steps + 1,)`` true fraction of the input area removed, from 0 to 1.
+        ``(n_steps + 1,)`` true fraction of the input area removed (inserted), 0 to 1.
     scores:
         ``(n_steps + 1,)`` target score ``f`` of the perturbed input (not normalised).
     """
@@ -72,22 +93,27 @@ class PatchFlippingResult:
     Attributes
     ----------
     fractions:
-        ``(n_points,)`` common grid of removed-area fractions, 0 … 1.
+        ``(n_points,)`` common grid of removed-area (insertion: inserted-area) fractions,
+        0 … 1.
     scores:
         ``(B, n_points)`` scores interpolated (linearly) onto ``fractions``.
     normalized:
         ``(B, n_points)`` ``scores / f(x_0)``; NaN rows for invalid inputs.
     aupc:
         ``(B,)`` area under the normalised curve, trapezoid rule on each input's exact
-        fractions (not the grid); NaN for invalid inputs. Lower is better.
+        fractions (not the grid); NaN for invalid inputs. Deletion: lower is better;
+        insertion: higher is better (see :attr:`higher_is_better`).
     aupc_unnormalized:
         ``(B,)`` area under the raw score curve, in score units.
     initial_scores:
-        ``(B,)`` ``f(x_0)``, the score of the unperturbed input.
+        ``(B,)`` ``f(x_0)``, the score of the unperturbed input (for insertion the curve's
+        last point, not its first).
     valid:
         ``(B,)`` bool, ``f(x_0) > 0``.
     curves:
         The raw per-input curves the above are computed from.
+    direction:
+        ``"deletion"`` or ``"insertion"``.
     """
 
     fractions: np.ndarray
@@ -98,6 +124,12 @@ class PatchFlippingResult:
     initial_scores: np.ndarray
     valid: np.ndarray
     curves: tuple[FlippingCurve, ...]
+    direction: Direction = "deletion"
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a higher AUPC means a better explanation: True for insertion curves."""
+        return self.direction == "insertion"
 
     @property
     def n_excluded(self) -> int:
@@ -122,6 +154,7 @@ def patch_flipping(
     *,
     patch_size: int | tuple[int, int] = (8, 8),
     ordering: Ordering = "union",
+    direction: Direction = "deletion",
     removal: float | Literal["mean"] | torch.Tensor | None = None,
     mean_image: torch.Tensor | None = None,
     score: Score = "logit",
@@ -130,8 +163,9 @@ def patch_flipping(
     n_points: int = 101,
     batch_size: int = 64,
     device: torch.device | str | None = None,
+    precision: Precision = "full",
 ) -> PatchFlippingResult:
-    """Remove patches in order of relevance and record the target score after each step.
+    """Remove (or insert) patches in order of relevance and record the target score.
 
     Parameters
     ----------
@@ -155,8 +189,22 @@ def patch_flipping(
         ``patches_per_step`` patches of every concept's own ranking, skipping patches
         already removed, so a step removes between 1 and ``K * patches_per_step`` patches.
         ``"round_robin"``: concepts take turns, each removing its best-ranked patch still
-        present; a step is ``patches_per_step`` turns per concept. Ties between patches
-        keep raster order.
+        present; a step is ``patches_per_step`` turns per concept. ``"positive_sum"``:
+        one ranking by ``Σ_k max(0, R_kp)``, where ``R_kp`` is concept k's relevance summed
+        over patch p (clipped per concept, then summed); a step is ``patches_per_step``
+        patches. Ties between patches keep raster order. With K = 1, ``"positive_sum"``
+        differs from the standard procedure only in that patches of negative relevance all
+        rank 0 (raster order among them).
+    direction:
+        ``"deletion"``: start from the input and remove patches in the sequence the
+        ordering gives (most relevant first); lower AUPC is better. ``"insertion"``:
+        start from the input with every patch removed and put patches back in that same
+        sequence, same steps; the curve ends at ``f(x_0)`` and higher AUPC is better. The
+        state after inserting the first ``n`` patches is the input with the other
+        ``n_patches - n`` removed, i.e. the least relevant removed first: the insertion
+        curve at inserted fraction ``φ`` is the least-relevant-first deletion curve at
+        removed fraction ``1 − φ``. (Inserting least relevant first would only mirror the
+        deletion curve, with the same AUPC, so it is not offered.)
     removal:
         Value written into removed patches: a float; ``"mean"`` to use ``mean_image`` (e.g.
         the dataset-mean input); or a tensor broadcastable to ``(C, H, W)``, or
@@ -184,11 +232,16 @@ def patch_flipping(
     device:
         Where perturbed inputs are built and the model runs; default: the device of the
         model's first parameter (or buffer), else that of ``inputs``.
+    precision:
+        ``"full"`` (default): the model runs in float32 without TF32 on CUDA, whatever the
+        global settings, like the LRP that made the heatmaps (see
+        :mod:`zennit_drsa.precision`); ``"tf32"``: keep PyTorch's settings, for speed.
 
     Returns
     -------
-    :class:`PatchFlippingResult`. The AUPC is normalised by ``f(x_0)``; inputs with
-    ``f(x_0) <= 0`` are excluded from normalised values (NaN) and counted, see the class.
+    :class:`PatchFlippingResult`. The AUPC is normalised by ``f(x_0)``, the score of the
+    unperturbed input, in both directions; inputs with ``f(x_0) <= 0`` are excluded from
+    normalised values (NaN) and counted, see the class.
 
     Raises
     ------
@@ -206,13 +259,15 @@ def patch_flipping(
             stacklevel=2,
         )
         removal = _OLD_LOG_MEL_FLOOR
-    inputs = _check_inputs(inputs)
-    heatmaps = _check_heatmaps(heatmaps, inputs.shape)
+    inputs = check_inputs(inputs)
+    heatmaps = check_heatmaps(heatmaps, inputs.shape)
     n_inputs, _, height, width = inputs.shape
-    target_index = _check_targets(targets, n_inputs)
-    patch_h, patch_w = _check_patch_size(patch_size)
+    target_index = check_targets(targets, n_inputs)
+    patch_h, patch_w = check_patch_size(patch_size)
     if ordering not in ORDERINGS:
         raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if patches_per_step is not None and n_steps is not None:
@@ -222,11 +277,11 @@ def patch_flipping(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(n_points, int) or n_points < 2:
         raise ValueError(f"n_points must be an int >= 2, got {n_points!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_batch_size(batch_size)
+    check_precision(precision)
     if isinstance(model, nn.Module) and model.training:
         raise ValueError("the model is in training mode (dropout, batch statistics); call .eval()")
-    device = torch.device(device) if device is not None else _model_device(model, inputs)
+    device = torch.device(device) if device is not None else model_device(model, inputs)
 
     grid = PatchGrid(height, width, patch_h, patch_w)
     relevance = grid.relevance(heatmaps)
@@ -243,6 +298,10 @@ def patch_flipping(
         removed_area = np.concatenate(([0], np.cumsum(areas[order])))
         position = np.empty_like(order)
         position[order] = np.arange(order.shape[0])
+        if direction == "insertion":
+            # The first n patches of the sequence are present iff the last n_patches - n are
+            # removed: the same removal machinery on the reversed sequence.
+            position = order.shape[0] - 1 - position
         # A pixel is removed once the number of removed patches exceeds its patch's position.
         rank_maps[i] = position[pixel_patch]
         counts_per_input.append(counts)
@@ -250,7 +309,9 @@ def patch_flipping(
 
     job_input = np.concatenate([np.full(c.shape, i) for i, c in enumerate(counts_per_input)])
     job_count = np.concatenate(counts_per_input)
-    fill = _removal_images(removal, mean_image, inputs)
+    if direction == "insertion":
+        job_count = grid.n_patches - job_count
+    fill = removal_images(removal, mean_image, inputs)
     raw = _run_jobs(
         model,
         inputs,
@@ -261,6 +322,7 @@ def patch_flipping(
         job_count,
         batch_size=batch_size,
         device=device,
+        precision=precision,
     )
     if score == "relu_logit":
         raw = np.maximum(raw, 0.0)
@@ -272,13 +334,16 @@ def patch_flipping(
             counts_per_input, fractions_per_input, np.split(raw, splits), strict=True
         )
     )
-    return _summarise(curves, n_points)
+    return _summarise(curves, n_points, direction)
 
 
-def _summarise(curves: tuple[FlippingCurve, ...], n_points: int) -> PatchFlippingResult:
+def _summarise(
+    curves: tuple[FlippingCurve, ...], n_points: int, direction: Direction
+) -> PatchFlippingResult:
     """Normalise, integrate and grid the raw curves."""
     grid = np.linspace(0.0, 1.0, n_points)
-    initial = np.array([c.scores[0] for c in curves])
+    # f(x_0) is where a deletion curve starts and where an insertion curve ends.
+    initial = np.array([c.scores[0 if direction == "deletion" else -1] for c in curves])
     valid = initial > 0
     aupc_raw = np.array([_trapezoid(c.scores, c.fractions) for c in curves])
     scores = np.stack([np.interp(grid, c.fractions, c.scores) for c in curves])
@@ -293,6 +358,7 @@ def _summarise(curves: tuple[FlippingCurve, ...], n_points: int) -> PatchFlippin
         initial_scores=initial,
         valid=valid,
         curves=curves,
+        direction=direction,
     )
 
 
@@ -312,22 +378,23 @@ def _run_jobs(
     *,
     batch_size: int,
     device: torch.device,
+    precision: Precision,
 ) -> np.ndarray:
     """Target logits of every (input, removed count) job, ``(n_jobs,)`` float64."""
-    inputs = inputs.to(device)
-    rank_maps = rank_maps.to(device).unsqueeze(1)
-    fill = fill.to(device=device, dtype=inputs.dtype)
     targets = targets.to(device)
-    job_input_t = torch.from_numpy(job_input).to(device)
-    job_count_t = torch.from_numpy(job_count).to(device)
     out = np.empty(job_input.shape[0], dtype=np.float64)
-    with torch.no_grad():
-        for start in range(0, job_input.shape[0], batch_size):
-            rows = job_input_t[start : start + batch_size]
-            removed = rank_maps[rows] < job_count_t[start : start + batch_size, None, None, None]
-            perturbed = torch.where(
-                removed, fill[rows] if fill.shape[0] > 1 else fill, inputs[rows]
-            )
+    batches = perturbed_batches(
+        inputs,
+        rank_maps,
+        fill,
+        job_input,
+        job_input,
+        job_count,
+        batch_size=batch_size,
+        device=device,
+    )
+    with torch.no_grad(), lrp_precision(precision):
+        for jobs, rows, perturbed in batches:
             logits = model(perturbed)
             if not isinstance(logits, torch.Tensor) or logits.shape[:1] != rows.shape:
                 raise ValueError(
@@ -336,7 +403,7 @@ def _run_jobs(
                 )
             if logits.ndim != 2:
                 raise ValueError(f"the model must return 2-D logits, got {tuple(logits.shape)}")
-            if start == 0 and int(targets.max()) >= logits.shape[1]:
+            if jobs.start == 0 and int(targets.max()) >= logits.shape[1]:
                 raise ValueError(
                     f"target {int(targets.max())} is out of range for {logits.shape[1]} classes"
                 )
@@ -346,106 +413,8 @@ def _run_jobs(
                     "the model returned NaN/Inf logits on perturbed inputs; check the removal "
                     "value and the model"
                 )
-            out[start : start + rows.shape[0]] = picked.double().cpu().numpy()
+            out[jobs] = picked.double().cpu().numpy()
     return out
-
-
-def _model_device(
-    model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor
-) -> torch.device:
-    if isinstance(model, nn.Module):
-        for tensor in (*model.parameters(), *model.buffers()):
-            return tensor.device
-    return inputs.device
-
-
-def _check_inputs(inputs: torch.Tensor) -> torch.Tensor:
-    if not isinstance(inputs, torch.Tensor):
-        raise ValueError(f"inputs must be a torch.Tensor (B, C, H, W), got {type(inputs).__name__}")
-    if inputs.ndim != 4:
-        raise ValueError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}")
-    if inputs.shape[0] == 0 or inputs.numel() == 0:
-        raise ValueError(f"inputs are empty: shape {tuple(inputs.shape)}")
-    if not inputs.is_floating_point():
-        raise ValueError(f"inputs must be floating point, got {inputs.dtype}")
-    if not torch.isfinite(inputs).all():
-        raise ValueError("inputs contain NaN/Inf")
-    return inputs.detach()
-
-
-def _check_heatmaps(heatmaps: torch.Tensor | np.ndarray, input_shape: torch.Size) -> torch.Tensor:
-    heatmaps = torch.as_tensor(heatmaps)
-    if heatmaps.ndim == 4:
-        heatmaps = heatmaps.unsqueeze(1)
-    if heatmaps.ndim != 5 or heatmaps.shape[0] != input_shape[0]:
-        raise ValueError(
-            f"heatmaps must be (B, C, H, W) or (B, K, C, H, W) with B = {input_shape[0]}, "
-            f"got shape {tuple(heatmaps.shape)}"
-        )
-    if heatmaps.shape[2:] != input_shape[1:]:
-        raise ValueError(
-            f"heatmaps {tuple(heatmaps.shape)} do not match inputs {tuple(input_shape)}: "
-            "the trailing (C, H, W) must be equal"
-        )
-    if heatmaps.shape[1] == 0:
-        raise ValueError("heatmaps hold no concepts (K = 0)")
-    if not heatmaps.is_floating_point():
-        raise ValueError(f"heatmaps must be floating point, got {heatmaps.dtype}")
-    if not torch.isfinite(heatmaps).all():
-        raise ValueError("heatmaps contain NaN/Inf")
-    return heatmaps
-
-
-def _check_targets(
-    targets: torch.Tensor | np.ndarray | Sequence[int], n_inputs: int
-) -> torch.Tensor:
-    index = torch.as_tensor(targets)
-    if index.ndim == 0:
-        index = index.expand(n_inputs)
-    if index.shape != (n_inputs,):
-        raise ValueError(f"targets must be (B,) = ({n_inputs},), got shape {tuple(index.shape)}")
-    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
-        raise ValueError(f"targets must be integer class indices, got {index.dtype}")
-    if (index < 0).any():
-        raise ValueError(f"targets must be >= 0, got {index.tolist()}")
-    return index.to(torch.int64)
-
-
-def _check_patch_size(patch_size: int | tuple[int, int]) -> tuple[int, int]:
-    size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
-    if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
-        raise ValueError(f"patch_size must be a positive int or (h, w) of them, got {patch_size!r}")
-    return size[0], size[1]
-
-
-def _removal_images(
-    removal: float | str | torch.Tensor, mean_image: torch.Tensor | None, inputs: torch.Tensor
-) -> torch.Tensor:
-    """The removal value as ``(1, C, H, W)`` or, per input, ``(B, C, H, W)``."""
-    if isinstance(removal, str):
-        if removal != "mean":
-            raise ValueError(f"removal must be a float, 'mean' or a tensor, got {removal!r}")
-        if mean_image is None:
-            raise ValueError("removal='mean' needs mean_image= (e.g. the dataset-mean input)")
-        fill = torch.as_tensor(mean_image)
-    elif mean_image is not None:
-        raise ValueError("mean_image is only used with removal='mean'")
-    elif isinstance(removal, bool) or not isinstance(removal, numbers.Real | torch.Tensor):
-        raise ValueError(f"removal must be a float, 'mean' or a tensor, got {removal!r}")
-    else:
-        fill = torch.as_tensor(removal, dtype=inputs.dtype)
-    fill = fill.detach().to(dtype=inputs.dtype, device=inputs.device)
-    if not torch.isfinite(fill).all():
-        raise ValueError("the removal value contains NaN/Inf")
-    if fill.ndim == 4 and fill.shape == inputs.shape:
-        return fill
-    try:
-        return fill.expand(inputs.shape[1:]).unsqueeze(0)
-    except RuntimeError:
-        raise ValueError(
-            f"removal image of shape {tuple(fill.shape)} does not broadcast to the input "
-            f"(C, H, W) = {tuple(inputs.shape[1:])}; give (C, H, W) or (B, C, H, W)"
-        ) from None
 
 
 def _deprecated_log_mel_floor(module: str) -> float:

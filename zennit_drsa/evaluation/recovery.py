@@ -12,12 +12,30 @@ and a clip scores the mean matched share over its objects:
 
 Columns are deliberately not normalised by the total mass over all objects: that would
 reward one concept taking everything.
+
+With more objects than concepts (J > K) only K objects can be matched, so even a perfect
+decomposition cannot reach 1. Every clip therefore also reports its *ceiling*, the best
+score any decomposition could reach, and a *normalised* score on which chance is 0 and the
+ceiling 1. The score averages over all J scored objects, an unmatched object adding 0, and
+a matched share is at most 1, so::
+
+    ceiling = min(K, J) / J,        normalised = (score − 1/J) / (ceiling − 1/J)
+                                               = (J · score − 1) / (min(K, J) − 1),
+
+and the ceiling is reached exactly when each of ``min(K, J)`` objects is held entirely by a
+concept of its own. The normalised score is undefined (NaN) when ceiling and chance
+coincide (K = 1 or J = 1) and negative below chance (possible when K > J: spreading every
+object evenly over K concepts scores 1/K).
+
+:mod:`zennit_drsa.evaluation.interventional` scores the same matching on the drops of the
+concepts' layer relevances when objects are removed from the waveform.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +71,8 @@ class RecoveryScore:
         ``(K, J)`` share of each object's positive relevance held by each concept; columns
         sum to 1, NaN columns for skipped objects.
     relevance:
-        ``(K, J)`` positive relevance ``P[k, j]`` of heatmap k inside mask j.
+        ``(K, J)`` positive relevance ``P[k, j]`` of heatmap k inside mask j (for
+        :func:`~zennit_drsa.evaluation.interventional_recovery`: the drops it matched).
     skipped_objects:
         Objects with no positive relevance (or an empty mask): not scored.
     """
@@ -74,6 +93,29 @@ class RecoveryScore:
     def eligible(self) -> bool:
         """Whether the clip enters summaries: at least two scored objects."""
         return self.n_objects >= 2
+
+    @property
+    def ceiling(self) -> float:
+        """``min(K, J) / J`` for J scored objects: the best score any decomposition can reach.
+
+        1 unless there are more objects than concepts; NaN without scored objects.
+        """
+        n_objects = self.n_objects
+        if n_objects == 0:
+            return float("nan")
+        return min(self.shares.shape[0], n_objects) / n_objects
+
+    @property
+    def normalized(self) -> float:
+        """``(score − chance) / (ceiling − chance)``: chance → 0, ceiling → 1.
+
+        Equal to ``(J · score − 1) / (min(K, J) − 1)``; NaN when the two levels coincide
+        (K = 1 or J = 1) or nothing is scored; negative below chance.
+        """
+        span = self.ceiling - self.chance
+        if not span > 0:
+            return float("nan")
+        return (self.score - self.chance) / span
 
 
 def concept_recovery(
@@ -101,8 +143,8 @@ def concept_recovery(
     ValueError
         On wrong ranks or mismatched grids, NaN/Inf heatmaps, non-binary masks or K = 0.
     """
-    relevance_maps = _to_numpy(heatmaps, "heatmaps")
-    object_masks = _to_numpy(masks, "masks")
+    relevance_maps = to_numpy(heatmaps, "heatmaps")
+    object_masks = to_numpy(masks, "masks")
     if relevance_maps.ndim not in (3, 4):
         raise ValueError(
             f"heatmaps must be (K, H, W) or (K, C, H, W), got shape {relevance_maps.shape}"
@@ -129,19 +171,46 @@ def concept_recovery(
     n_concepts, n_objects = positive.shape[0], object_masks.shape[0]
     pixels = positive.shape[1] * positive.shape[2]
     relevance = positive.reshape(n_concepts, pixels) @ object_masks.reshape(n_objects, pixels).T
-    totals = relevance.sum(axis=0)
-    scored = np.flatnonzero(totals > 0)
-    shares = np.full_like(relevance, np.nan)
-    shares[:, scored] = relevance[:, scored] / totals[scored]
-    skipped = tuple(int(j) for j in np.flatnonzero(totals <= 0))
-    if scored.size == 0:
-        return RecoveryScore(float("nan"), float("nan"), (), shares, relevance, skipped)
+    return RecoveryScore(**match_objects(relevance, relevance.sum(axis=0)))
 
+
+def match_objects(values: np.ndarray, totals: np.ndarray) -> dict[str, Any]:
+    """Shares, one-to-one matching and score of one clip: what every recovery measure shares.
+
+    Parameters
+    ----------
+    values:
+        ``(K, J)`` float64, what concept k holds of object j.
+    totals:
+        ``(J,)`` each object's normaliser; objects with ``totals <= 0`` are skipped.
+
+    Returns
+    -------
+    The fields of a :class:`RecoveryScore`: ``shares = values / totals`` per scored column,
+    the Hungarian matching maximising the matched shares, and the score (their sum over
+    the number of scored objects, so unmatched objects add 0).
+    """
+    scored = np.flatnonzero(totals > 0)
+    shares = np.full_like(values, np.nan)
+    shares[:, scored] = values[:, scored] / totals[scored]
+    fields: dict[str, Any] = {
+        "score": float("nan"),
+        "chance": float("nan"),
+        "pairs": (),
+        "shares": shares,
+        "relevance": values,
+        "skipped_objects": tuple(int(j) for j in np.flatnonzero(~(totals > 0))),
+    }
+    if scored.size == 0:
+        return fields
     concepts, columns = linear_sum_assignment(shares[:, scored], maximize=True)
     # Unmatched objects (more objects than concepts) add 0 to the sum but count in the mean.
-    score = float(shares[concepts, scored[columns]].sum() / scored.size)
-    pairs = tuple(sorted((int(k), int(scored[c])) for k, c in zip(concepts, columns, strict=True)))
-    return RecoveryScore(score, 1.0 / scored.size, pairs, shares, relevance, skipped)
+    fields["score"] = float(shares[concepts, scored[columns]].sum() / scored.size)
+    fields["chance"] = 1.0 / scored.size
+    fields["pairs"] = tuple(
+        sorted((int(k), int(scored[c])) for k, c in zip(concepts, columns, strict=True))
+    )
+    return fields
 
 
 @dataclass(frozen=True)
@@ -160,6 +229,12 @@ class RecoveryGroup:
         Clips left out for having fewer than two scored objects.
     n_skipped_objects:
         Objects without positive relevance, over all clips of the group.
+    ceiling:
+        Mean ceiling ``min(K, J) / J`` over the counting clips (see
+        :attr:`RecoveryScore.ceiling`).
+    normalized_mean, normalized_sem:
+        Mean and s.e.m. of the clips' normalised scores (chance 0, ceiling 1); NaN when no
+        counting clip has one (K = 1).
     """
 
     mean: float
@@ -168,6 +243,9 @@ class RecoveryGroup:
     n_clips: int
     n_excluded_clips: int
     n_skipped_objects: int
+    ceiling: float = float("nan")
+    normalized_mean: float = float("nan")
+    normalized_sem: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -199,7 +277,10 @@ def summarize_recovery(
     if not scores:
         raise ValueError("summarize_recovery needs at least one clip score")
     if not all(isinstance(s, RecoveryScore) for s in scores):
-        raise ValueError("scores must be RecoveryScore objects (from concept_recovery)")
+        raise ValueError(
+            "scores must be RecoveryScore objects (from concept_recovery or "
+            "interventional_recovery)"
+        )
     per_class: dict[Hashable, RecoveryGroup] = {}
     if labels is not None:
         labels = list(labels)
@@ -220,12 +301,23 @@ def _group(scores: list[RecoveryScore]) -> RecoveryGroup:
         return RecoveryGroup(nan, nan, nan, 0, len(scores), skipped)
     mean, sem = mean_sem([s.score for s in counting])
     chance = float(np.mean([s.chance for s in counting]))
+    normalized = [s.normalized for s in counting if np.isfinite(s.normalized)]
+    normalized_mean, normalized_sem = mean_sem(normalized) if normalized else (np.nan, np.nan)
     return RecoveryGroup(
-        float(mean), float(sem), chance, len(counting), len(scores) - len(counting), skipped
+        float(mean),
+        float(sem),
+        chance,
+        len(counting),
+        len(scores) - len(counting),
+        skipped,
+        ceiling=float(np.mean([s.ceiling for s in counting])),
+        normalized_mean=float(normalized_mean),
+        normalized_sem=float(normalized_sem),
     )
 
 
-def _to_numpy(values: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
+def to_numpy(values: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
+    """``values`` as a numpy array (floating tensors as float64); ``name`` is for the error."""
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu()
         # numpy has no bfloat16/half matmul worth trusting; score in float64.
