@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from audio_cnn.command import read_settings, run_command
+from audio_cnn.command import HelpFormatter, read_settings, run_command
 
 __all__ = ["main"]
 
@@ -50,18 +50,13 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default; a training setting left to the preset shows each preset's.
-
-    A help text that already says what its default is (a default found at run time, such as
-    "from the data") is left as it is, and so are required options.
-    """
+class _HelpFormatter(HelpFormatter):
+    """Also shows, for a training setting left to the preset, each preset's value."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text or action.required or not action.option_strings:
-            return text
-        if action.default is None and action.dest in {*_TRAIN_FLAGS, "spec_augment"}:
+        trained = action.dest in {*_TRAIN_FLAGS, "spec_augment"} and action.option_strings
+        if trained and action.default is None and "default" not in text:
             from audio_cnn.train import TrainConfig
 
             values = {
@@ -111,8 +106,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset",
         choices=_PRESETS,
-        help="front-end, model and training defaults "
-        "(default: from the data: toy for a synthetic dataset, gtzan otherwise)",
+        help="front-end, model and training defaults (default: from the clips' durations, "
+        "toy below 3 s and gtzan from 3 s; training says which and why)",
     )
     train.add_argument(
         "--config",

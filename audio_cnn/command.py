@@ -88,3 +88,17 @@ def run_command(
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` of both commands: every option with its meaning and its default.
+
+    A help text that already says its default (e.g. one found at run time, "from the data")
+    is left as it is, and so are required options and positional arguments.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.required or not action.option_strings:
+            return text
+        return super()._get_help_string(action)

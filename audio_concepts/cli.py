@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from audio_cnn.command import read_settings, run_command
+from audio_cnn.command import HelpFormatter, read_settings, run_command
 
 __all__ = ["main"]
 
@@ -42,16 +42,6 @@ _CONFIG_FLAGS: dict[str, tuple[type, str]] = {
 }  # fmt: skip
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except where the help already says it or there is none to show."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zennit-drsa",
@@ -59,14 +49,12 @@ def _build_parser() -> argparse.ArgumentParser:
             "Concept explanations (DRSA) of an audio CNN: fit, explain, evaluate, report; "
             "sweep layers and K. 'zennit-drsa COMMAND --help' shows every setting."
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
-            name, help=text, description=text, formatter_class=_HelpFormatter
-        )
+        return commands.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
 
     demo = command("demo", "synthesise the toy task, train the CNN, analyse it, write a report")
     demo.add_argument("--out", type=Path, required=True, help="output directory")
