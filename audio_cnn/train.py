@@ -8,7 +8,9 @@ exactly and ends with the same weights as an uninterrupted run (same machine, CP
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -22,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm.auto import tqdm
 
 from atomic_io import write_json_atomic, write_text_atomic
-from audio_cnn.audio_io import DecodedAudioCache
+from audio_cnn.audio_io import DecodedAudioCache, DecodeReport
 from audio_cnn.augment import Compose, SpecAugment, build_augmentation
 from audio_cnn.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -37,6 +40,7 @@ from audio_cnn.checkpoint import (
 from audio_cnn.chunks import EvenChunkDataset, RandomChunkDataset
 from audio_cnn.dataset_dirs import open_dataset_dir
 from audio_cnn.datasets import ClipRecord
+from audio_cnn.distributed import all_sum, on_rank0, process_group, world
 from audio_cnn.figures import plot_training_curves
 from audio_cnn.frontend import LogMel, LogMelConfig
 from audio_cnn.inference import predict_chunks
@@ -294,8 +298,8 @@ class TrainResult:
     stop_reason: str = ""
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def _epoch_seed(seed: int, epoch: int, *more: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, *more]).generate_state(1)[0])
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -347,6 +351,24 @@ def _validate(
     }
 
 
+def _save_epoch(
+    out_dir: Path, state: dict[str, Any], history: list[dict[str, Any]], *, improved: bool
+) -> None:
+    """Write an epoch's checkpoints, metrics and curves (by one process: rank 0)."""
+    try:
+        if improved:
+            save_checkpoint(out_dir / "best.pt", state)
+        save_checkpoint(out_dir / "last.pt", state)
+        write_text_atomic(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        plot_training_curves(history, out_dir / "curves.png")
+    except OSError as error:
+        # Every file is replaced atomically, so the previous epoch's files are intact.
+        raise OSError(
+            f"cannot save epoch {state['epoch'] + 1} in {out_dir} ({error}); free disk space, "
+            "then continue with --resume from the last complete checkpoint"
+        ) from error
+
+
 def _diverged(what: str, value: float, epoch: int, out_dir: Path, lr: float) -> str:
     return (
         f"non-finite {what} ({value}) in epoch {epoch + 1}; the last good checkpoint is kept in "
@@ -372,6 +394,11 @@ def train(
     chosen and the stopping rule are printed first (with ``progress``). The run directory is
     locked while training (:func:`~audio_cnn.ownership.lock_folder`): a second writer is
     refused.
+
+    Launched by ``torchrun`` on several processes, it trains data-parallel
+    (:mod:`audio_cnn.distributed`): every process calls it with the same arguments, trains
+    on its share of each epoch's chunks and returns the same result; rank 0 alone decodes
+    the audio, validates, holds the lock and writes the run directory.
 
     Parameters
     ----------
@@ -407,9 +434,33 @@ def train(
     TrainingDivergedError
         The loss became NaN or infinite.
     """
-    out_dir = Path(out_dir)
     # The device is checked before any data is read (a missing GPU is a one-line error).
     device = resolve_device(config.device if config is not None else None)
+    with process_group(device) as device:
+        return _train(
+            data_dir,
+            Path(out_dir),
+            preset=preset,
+            config=config,
+            resume=resume,
+            cache_dir=cache_dir,
+            progress=progress,
+            device=device,
+        )
+
+
+def _train(
+    data_dir: str | os.PathLike[str],
+    out_dir: Path,
+    *,
+    preset: str | None,
+    config: TrainConfig | None,
+    resume: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: bool,
+    device: torch.device,
+) -> TrainResult:
+    """:func:`train` on this process's device, within torchrun's process group if any."""
     dataset = open_dataset_dir(data_dir)
     if preset is None:
         preset = dataset.preset
@@ -435,29 +486,44 @@ def train(
     augment = build_augmentation(config.augmentation, sample_rate=logmel_config.sample_rate)
 
     last_path = out_dir / "last.pt"
-    if resume and not last_path.is_file():
-        raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
-    with lock_folder(out_dir, what="run", hint="or write to another --out"):
-        checkpoint = None
-        if resume:
-            checkpoint = load_checkpoint(last_path)
-            stored = checkpoint.get("run_settings", {})
-            differing = sorted(
-                k for k in run_settings if k != "data_dir" and stored.get(k) != run_settings[k]
-            )
-            if differing:
-                raise ValueError(
-                    f"cannot resume {out_dir}: settings differ from the stored run in "
-                    f"{differing}; use the same flags (or a new --out)"
+    # Rank 0's checkpoint stays here (broadcasting it would pickle every weight): the other
+    # ranks read the file themselves.
+    opened: list[dict[str, Any] | None] = [None]
+    with contextlib.ExitStack() as held:
+
+        def open_run() -> None:
+            """Check and lock the run directory (rank 0 only: one writer per run)."""
+            if resume and not last_path.is_file():
+                raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
+            held.enter_context(lock_folder(out_dir, what="run", hint="or write to another --out"))
+            checkpoint = None
+            if resume:
+                checkpoint = load_checkpoint(last_path)
+                stored = checkpoint.get("run_settings", {})
+                differing = sorted(
+                    k for k in run_settings if k != "data_dir" and stored.get(k) != run_settings[k]
                 )
-        elif last_path.exists():
-            raise FileExistsError(
-                f"{out_dir} already holds a training run; pass resume=True (--resume) to "
-                "continue it or choose another output directory"
-            )
-        # Always said: a preset chosen from the data must never be a silent choice.
-        tqdm.write(f"{reason}\ntraining {config.stopping_rule()}")
-        write_json_atomic(out_dir / "config.json", run_settings)
+                if differing:
+                    raise ValueError(
+                        f"cannot resume {out_dir}: settings differ from the stored run in "
+                        f"{differing}; use the same flags (or a new --out)"
+                    )
+            elif last_path.exists():
+                raise FileExistsError(
+                    f"{out_dir} already holds a training run; pass resume=True (--resume) to "
+                    "continue it or choose another output directory"
+                )
+            # Always said: a preset chosen from the data must never be a silent choice.
+            tqdm.write(f"{reason}\ntraining {config.stopping_rule()}")
+            write_json_atomic(out_dir / "config.json", run_settings)
+            opened[0] = checkpoint
+
+        on_rank0(open_run, "opening the run directory")
+        rank = world()[0]
+        checkpoint = opened[0]
+        if rank != 0 and resume:
+            # Checked by rank 0; every rank resumes from the same checkpoint.
+            checkpoint = load_checkpoint(last_path)
         return _train_locked(
             dataset.splits,
             dataset.class_names,
@@ -470,7 +536,7 @@ def train(
             augment=augment,
             device=device,
             cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
-            progress=progress,
+            progress=progress and rank == 0,
         )
 
 
@@ -489,17 +555,31 @@ def _train_locked(
     cache_dir: Path,
     progress: bool,
 ) -> TrainResult:
-    """The training loop of :func:`train`, run while it holds the run directory."""
+    """The training loop of :func:`train`, run while it holds the run directory.
+
+    Under torchrun every rank runs it: rank 0 alone fills the cache, validates and writes the
+    run directory, and gives its results to the others (:func:`~audio_cnn.distributed.on_rank0`),
+    so that every rank takes the same decisions; each rank trains on its share of every epoch's
+    chunks, and DistributedDataParallel keeps their weights identical.
+    """
+    rank, world_size = world()
     cache = DecodedAudioCache(cache_dir, logmel_config.sample_rate)
-    report = cache.prepare(
-        [clip.path for clips in splits.values() for clip in clips], progress=progress
-    )
+
+    def prepare() -> DecodeReport:
+        # One rank decodes while the others wait, so no two processes write the same entry;
+        # the others then read the entries it wrote.
+        report = cache.prepare(
+            [clip.path for clips in splits.values() for clip in clips], progress=progress
+        )
+        # prepare() has warned about each kind of bad clip; the run keeps the counts and reasons.
+        write_json_atomic(out_dir / "data_report.json", report.to_dict())
+        return report
+
+    report = on_rank0(prepare, "decoding the audio")
     splits = {
         name: [clip for clip in clips if clip.path not in report.failed]
         for name, clips in splits.items()
     }
-    # prepare() has warned about each kind of bad clip; the run keeps the counts and reasons.
-    write_json_atomic(out_dir / "data_report.json", report.to_dict())
     if not splits["train"] or not splits["val"]:
         raise ValueError(
             f"{run_settings['data_dir']}: the train and validation splits must not be empty"
@@ -526,6 +606,7 @@ def _train_locked(
     if progress:
         tqdm.write(f"training chunks: {train_set.summary}\nvalidation chunks: {val_set.summary}")
 
+    # The same seed on every rank: every rank starts from the same weights.
     torch.manual_seed(config.seed)
     model = AudioCNN(model_config).to(device)
     logmel = LogMel(logmel_config).to(device)
@@ -552,6 +633,13 @@ def _train_locked(
         history = json.loads(checkpoint["history_json"])
         best = json.loads(checkpoint["best_json"])
         best_epoch, stale = checkpoint["best_epoch"], checkpoint["stale_epochs"]
+    # Averages the gradients of the ranks' shares in every step (and checks at the start that
+    # every rank holds rank 0's weights). Validation and checkpoints use the bare model.
+    network: nn.Module = (
+        DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if world_size > 1
+        else model
+    )
 
     started = time.monotonic()
     stop_reason = f"all {config.epochs} epochs are done"
@@ -562,19 +650,28 @@ def _train_locked(
             )
             break
         epoch_seed = _epoch_seed(config.seed, epoch)
-        torch.manual_seed(epoch_seed)  # dropout masks
+        # Dropout and SpecAugment masks differ between ranks (they see different chunks); on
+        # one process they are those of the epoch seed.
+        local_seed = epoch_seed if world_size == 1 else _epoch_seed(config.seed, epoch, rank)
+        torch.manual_seed(local_seed)  # dropout masks
         train_set.set_epoch(epoch)
-        shuffle = torch.Generator().manual_seed(epoch_seed)
+        sampler: Sampler[int]
+        if world_size == 1:
+            sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(epoch_seed))
+        else:
+            # Every rank draws the epoch's order from the epoch seed and takes its share; the
+            # shares have one length (padded with repeats), so all ranks run as many steps.
+            sampler = DistributedSampler(train_set, seed=epoch_seed)
         loader = DataLoader(
             train_set,
             batch_size=config.batch_size,
-            sampler=RandomSampler(train_set, generator=shuffle),
+            sampler=sampler,
             num_workers=config.num_workers,
             generator=torch.Generator().manual_seed(epoch_seed),
-            drop_last=len(train_set) > config.batch_size,
+            drop_last=len(sampler) > config.batch_size,
         )
-        mask_rng = torch.Generator(device=device).manual_seed(epoch_seed)
-        model.train()
+        mask_rng = torch.Generator(device=device).manual_seed(local_seed)
+        network.train()
         total_loss, total_correct, total_seen = 0.0, 0, 0
         bar = tqdm(
             loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False
@@ -584,11 +681,13 @@ def _train_locked(
             inputs = logmel(waveforms)
             if spec_augment is not None:
                 inputs = spec_augment(inputs, generator=mask_rng)
-            logits = model(inputs)
+            logits = network(inputs)
             loss = nn.functional.cross_entropy(logits, labels)
-            if not torch.isfinite(loss):
+            # The sum over ranks is non-finite on every rank when it is on one: all stop.
+            (checked,) = all_sum([loss.item()], device)
+            if not math.isfinite(checked):
                 raise TrainingDivergedError(
-                    _diverged("training loss", loss.item(), epoch, out_dir, config.lr)
+                    _diverged("training loss", checked, epoch, out_dir, config.lr)
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -599,7 +698,14 @@ def _train_locked(
             bar.set_postfix(loss=f"{total_loss / total_seen:.3f}")
 
         model.eval()
-        val = _validate(model, logmel, val_set, class_names, config, device)
+        # Rank 0 scores the whole validation split and every rank takes its metrics, so all
+        # take the same scheduler, best-epoch and early-stopping decisions.
+        val = on_rank0(
+            lambda: _validate(model, logmel, val_set, class_names, config, device), "validation"
+        )
+        total_loss, total_correct, total_seen = all_sum(
+            [total_loss, total_correct, total_seen], device
+        )
         if not math.isfinite(val["loss"]):
             # The last step broke the weights: saving them would replace the good checkpoint.
             raise TrainingDivergedError(
@@ -642,27 +748,20 @@ def _train_locked(
             "best_json": json.dumps(best),
             "run_settings": run_settings,
         }
-        try:
-            if improved:
-                save_checkpoint(out_dir / "best.pt", state)
-            save_checkpoint(out_dir / "last.pt", state)
-            write_text_atomic(
-                out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history)
-            )
-            plot_training_curves(history, out_dir / "curves.png")
-        except OSError as error:
-            # Every file is replaced atomically, so the previous epoch's files are intact.
-            raise OSError(
-                f"cannot save epoch {epoch + 1} in {out_dir} ({error}); free disk space, then "
-                "continue with --resume from the last complete checkpoint"
-            ) from error
+        on_rank0(
+            functools.partial(_save_epoch, out_dir, state, history, improved=improved),
+            f"saving epoch {epoch + 1}",
+        )
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} "
                 f"acc {record['train_accuracy']:.3f} | val loss {val['loss']:.4f} "
                 f"clip acc {val['clip_accuracy']:.3f}{' *' if improved else ''}"
             )
-        if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
+        # Rank 0's clock decides, so that every rank stops after the same epoch.
+        if config.max_minutes is not None and on_rank0(
+            lambda: time.monotonic() - started > 60 * config.max_minutes, "checking the time"
+        ):
             stop_reason = f"the time budget of {config.max_minutes:g} min is used"
             break
 
