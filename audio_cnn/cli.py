@@ -223,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"wrote the toy task to {root}")
     elif args.command == "train":
+        from audio_cnn.distributed import torchrun_env
         from audio_cnn.train import train
 
         result = train(
@@ -235,11 +236,13 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         best = result.best_metrics
-        print(
-            f"trained {result.epochs_run} epochs (stopped: {result.stop_reason}); best epoch "
-            f"{result.best_epoch}: validation clip accuracy {best['clip_accuracy']:.4f}, "
-            f"loss {best['loss']:.4f}; run in {result.run_dir}"
-        )
+        launched = torchrun_env()
+        if launched is None or launched[0] == 0:  # under torchrun, rank 0 speaks for all
+            print(
+                f"trained {result.epochs_run} epochs (stopped: {result.stop_reason}); best epoch "
+                f"{result.best_epoch}: validation clip accuracy {best['clip_accuracy']:.4f}, "
+                f"loss {best['loss']:.4f}; run in {result.run_dir}"
+            )
     elif args.command == "evaluate":
         from audio_cnn.evaluate import evaluate
 
