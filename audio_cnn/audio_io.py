@@ -439,6 +439,7 @@ class DecodedAudioCache:
             self.directory.mkdir(parents=True, exist_ok=True)
         self.stats = CacheStats()
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._keys: dict[Path, tuple[tuple[int, ...], str]] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -446,6 +447,7 @@ class DecodedAudioCache:
         # Locks do not pickle; a worker's LRU starts empty rather than copying the parent's.
         del state["_lock"]
         state["_memory"] = OrderedDict()
+        state["_keys"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -463,6 +465,26 @@ class DecodedAudioCache:
         return self.get(path)
 
     def _key(self, path: Path) -> str:
+        """The cache key of ``path``: a hash of its content (and of the decoding settings).
+
+        Hashing is most of the cost of a cached read, so the key is remembered per file while
+        the file's status is unchanged. The status includes the change time, which every write
+        and every ``os.utime`` update, so an edit that keeps size and modification time still
+        gets a new key.
+        """
+        try:
+            status = os.stat(path)
+        except OSError:
+            status = None  # reported below, where the file is opened
+        if status is not None:
+            identity = (
+                status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns,
+                status.st_ctime_ns,
+            )  # fmt: skip
+            with self._lock:
+                known = self._keys.get(path)
+            if known is not None and known[0] == identity:
+                return known[1]
         digest = hashlib.blake2b(digest_size=16)
         try:
             with open(path, "rb") as file:
@@ -475,7 +497,11 @@ class DecodedAudioCache:
         except OSError as error:
             raise AudioDecodeError(path, f"the file cannot be read ({error.strerror})") from error
         digest.update(repr((self.sample_rate, _RESAMPLER, _CACHE_FORMAT)).encode())
-        return f"{_entry_stem(path)}-{digest.hexdigest()}"
+        key = f"{_entry_stem(path)}-{digest.hexdigest()}"
+        if status is not None:
+            with self._lock:
+                self._keys[path] = (identity, key)
+        return key
 
     def _remember(self, key: str, audio: np.ndarray) -> None:
         if self.memory_items == 0:

@@ -346,3 +346,22 @@ def test_decoder_warnings_do_not_leak(tmp_path, clip):
         # The audioread fallback's deprecation notices stay inside load_audio.
         with pytest.raises(AudioDecodeError, match=r"garbage\.ogg"):
             load_audio(garbage, SR)
+
+
+def test_a_cached_read_hashes_the_file_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    import hashlib
+
+    import audio_cnn.audio_io as audio_io
+
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.full(1600, 0.25, dtype=np.float32), 16000)
+    cache = DecodedAudioCache(tmp_path / "cache", 16000)
+    hashes, blake2b = [], hashlib.blake2b
+    monkeypatch.setattr(audio_io.hashlib, "blake2b", lambda **k: hashes.append(1) or blake2b(**k))
+    for _ in range(3):
+        cache.get(clip)
+    assert len(hashes) == 1
+    status = clip.stat()
+    os.utime(clip, ns=(status.st_atime_ns, status.st_mtime_ns))  # touched: hashed again
+    cache.get(clip)
+    assert len(hashes) == 2
