@@ -190,6 +190,36 @@ def test_too_few_inputs_cannot_validate():
     assert not result.validated and result.oracle_vs_random_verdict == "undecided"
 
 
+def test_without_an_entangled_reference_oracle_ahead_of_random_validates():
+    # E.g. concept selectivity: "one concept holding everything" has no second concept.
+    oracle, random, _ = three_decompositions()
+    result = validate_measure(oracle, random, None, better="lower")
+    assert result.validated and result.oracle_vs_random_verdict == "a_ahead"
+    assert result.random_vs_entangled is None and result.random_vs_entangled_verdict is None
+    assert "oracle ahead of random" in result.reason
+    assert "no entangled reference was given" in result.reason
+    assert "rests on oracle vs random alone" in result.reason
+    record = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert record["validated"] is True and record["random_vs_entangled"] is None
+    assert record["oracle_vs_random"]["verdict"] == "a_ahead"
+
+
+def test_without_an_entangled_reference_the_verdict_rests_on_oracle_vs_random_alone():
+    oracle, random, entangled = three_decompositions()
+    # Random behind entangled would fail the full check; without entangled it cannot.
+    assert not validate_measure(oracle - 1, entangled, random, better="lower").validated
+    assert validate_measure(oracle - 1, entangled, None, better="lower").validated
+    # The same oracle-vs-random figures either way.
+    full = validate_measure(oracle, random, entangled, better="lower")
+    alone = validate_measure(oracle, random, entangled=None, better="lower")
+    assert alone.oracle_vs_random == full.oracle_vs_random
+    level = validate_measure(random.copy(), random, None, better="lower")
+    assert not level.validated and level.oracle_vs_random_verdict == "level"
+    assert "oracle is not ahead of random: level" in level.reason
+    assert "no entangled reference was given" in level.reason
+    assert level.to_dict()["random_vs_entangled"] is None
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

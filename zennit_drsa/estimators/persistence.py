@@ -29,6 +29,7 @@ from zennit_drsa.estimators._base import SubspaceEstimator
 from zennit_drsa.estimators._linalg import orthonormality_error
 from zennit_drsa.estimators.baselines import DSA, PCASubspaces, RandomSubspaces
 from zennit_drsa.estimators.drsa import DRSA
+from zennit_drsa.estimators.oracle import OracleSubspaces
 from zennit_drsa.estimators.prca import PRCA
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
@@ -37,9 +38,11 @@ __all__ = ["FORMAT_VERSION", "load", "save"]
 FORMAT_VERSION = 1
 _FORMAT = "zennit-drsa-subspaces"
 _CLASSES: dict[str, type[SubspaceEstimator]] = {
-    cls.__name__: cls for cls in (DRSA, DSA, PRCA, PCASubspaces, RandomSubspaces)
+    cls.__name__: cls for cls in (DRSA, DSA, PRCA, OracleSubspaces, PCASubspaces, RandomSubspaces)
 }
 _ARRAYS = ("components", "subspace_sizes", "subspace_relevance", "objective_trace")
+# Per-subspace integer labels some classes have: array "<name>" holds attribute "<name>_".
+_LABEL_ARRAYS: dict[str, tuple[str, ...]] = {"OracleSubspaces": ("group_order",)}
 # Saved components must be orthonormal to this tolerance (they were checked when fitted).
 _ORTHONORMALITY_TOLERANCE = 1e-6
 
@@ -55,8 +58,8 @@ def save(
     Parameters
     ----------
     estimator : SubspaceEstimator
-        A fitted :class:`DRSA`, :class:`DSA`, :class:`PRCA`, :class:`PCASubspaces` or
-        :class:`RandomSubspaces`.
+        A fitted :class:`DRSA`, :class:`DSA`, :class:`PRCA`, :class:`OracleSubspaces`,
+        :class:`PCASubspaces` or :class:`RandomSubspaces`.
     path : str or path-like
         Target without suffix (a ``.npz`` or ``.json`` suffix is dropped). Parent
         directories are created.
@@ -80,6 +83,7 @@ def save(
         subspace_sizes=np.asarray(estimator.subspace_sizes_, dtype=np.int64),
         subspace_relevance=estimator.subspace_relevance_,
         objective_trace=estimator.objective_trace_,
+        **{key: getattr(estimator, f"{key}_") for key in _LABEL_ARRAYS.get(name, ())},
     )
     payload = buffer.getvalue()
     params, not_saved = _json_params(estimator.get_params(deep=False))
@@ -144,10 +148,11 @@ def load(path: str | os.PathLike[str]) -> SubspaceEstimator:
         )
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-            missing = sorted(set(_ARRAYS) - set(archive.files))
+            names = (*_ARRAYS, *_LABEL_ARRAYS.get(header["class"], ()))
+            missing = sorted(set(names) - set(archive.files))
             if missing:
                 raise ValueError(f"lacks the arrays {missing}")
-            arrays = {name: archive[name] for name in _ARRAYS}
+            arrays = {name: archive[name] for name in names}
     except (ValueError, OSError) as error:
         # Object arrays (which would need pickle) end up here too.
         raise ValueError(f"{arrays_path}: {error}") from error
@@ -168,6 +173,8 @@ def load(path: str | os.PathLike[str]) -> SubspaceEstimator:
     estimator.subspace_sizes_ = arrays["subspace_sizes"].astype(np.int64)
     estimator.subspace_relevance_ = arrays["subspace_relevance"].astype(np.float64)
     estimator.objective_trace_ = arrays["objective_trace"].astype(np.float64)
+    for key in _LABEL_ARRAYS.get(header["class"], ()):
+        setattr(estimator, f"{key}_", arrays[key])
     estimator.objective_ = float(header["objective"])
     estimator.n_iter_ = int(header["n_iter"])
     estimator.scale_activations_ = float(header["scale_activations"])
@@ -270,6 +277,15 @@ def _check_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any], path: P
             raise ValueError(f"{path}: {name} contains NaN or Inf")
     if arrays["subspace_sizes"].tolist() != sizes:
         raise ValueError(f"{path}: subspace sizes differ from those in the JSON file")
+    for name in _LABEL_ARRAYS.get(header["class"], ()):
+        labels = arrays[name]
+        if labels.shape != (len(sizes),) or labels.dtype.kind not in "iu":
+            raise ValueError(
+                f"{path}: {name} must hold one integer per subspace ({len(sizes)}), got "
+                f"shape {labels.shape} and dtype {labels.dtype}"
+            )
+        if len(np.unique(labels)) != len(labels):
+            raise ValueError(f"{path}: {name} repeats a label; each subspace has its own")
     scales = (header["scale_activations"], header["scale_context"], header["objective"])
     if not all(isinstance(x, numbers.Real) and np.isfinite(x) for x in scales):
         raise ValueError(f"{path}: the scales and objective must be finite numbers")

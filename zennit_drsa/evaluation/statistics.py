@@ -12,7 +12,9 @@ mean of the per-seed mean differences.
 
 :func:`validate_measure` applies this to the meta-evaluation of METHOD §5: a measure is
 trusted on a task only if it ranks the oracle decomposition ahead of random subspaces, and
-random ahead of or level with the entangled one (one concept holding everything).
+random ahead of or level with the entangled one (one concept holding everything). Measures
+for which "one concept holding everything" is undefined (e.g. concept selectivity, which
+needs ``K >= 2`` concepts) are judged on oracle against random alone.
 """
 
 from __future__ import annotations
@@ -209,17 +211,21 @@ class MeasureValidation:
     ----------
     validated:
         Oracle ahead of random, and random ahead of or level with entangled, both by the
-        paired Wilcoxon test at ``alpha``.
+        paired Wilcoxon test at ``alpha``; without an entangled reference, oracle ahead of
+        random alone.
     reason:
-        One sentence saying why (or why not).
+        One sentence saying why (or why not), and that the entangled reference is missing
+        when it is.
     better:
         ``"lower"`` or ``"higher"``: the measure's direction.
     alpha:
         Significance level used.
     oracle_vs_random, random_vs_entangled:
-        The paired comparisons (``a`` the first named).
+        The paired comparisons (``a`` the first named); ``random_vs_entangled`` is ``None``
+        without an entangled reference.
     oracle_vs_random_verdict, random_vs_entangled_verdict:
-        Their verdicts (see :meth:`PairedComparison.verdict`).
+        Their verdicts (see :meth:`PairedComparison.verdict`); ``None`` where there is no
+        comparison.
     """
 
     validated: bool
@@ -227,12 +233,19 @@ class MeasureValidation:
     better: Better
     alpha: float
     oracle_vs_random: PairedComparison
-    random_vs_entangled: PairedComparison
+    random_vs_entangled: PairedComparison | None
     oracle_vs_random_verdict: Verdict
-    random_vs_entangled_verdict: Verdict
+    random_vs_entangled_verdict: Verdict | None
 
     def to_dict(self) -> dict[str, Any]:
-        """The verdict and the paired figures behind it as a JSON-safe dict."""
+        """The verdict and the paired figures behind it as a JSON-safe dict
+        (``"random_vs_entangled": None`` without an entangled reference)."""
+        second = None
+        if self.random_vs_entangled is not None:
+            second = {
+                "verdict": self.random_vs_entangled_verdict,
+                **self.random_vs_entangled.to_dict(),
+            }
         return {
             "validated": self.validated,
             "reason": self.reason,
@@ -242,17 +255,14 @@ class MeasureValidation:
                 "verdict": self.oracle_vs_random_verdict,
                 **self.oracle_vs_random.to_dict(),
             },
-            "random_vs_entangled": {
-                "verdict": self.random_vs_entangled_verdict,
-                **self.random_vs_entangled.to_dict(),
-            },
+            "random_vs_entangled": second,
         }
 
 
 def validate_measure(
     oracle: ArrayLike,
     random: ArrayLike,
-    entangled: ArrayLike,
+    entangled: ArrayLike | None,
     *,
     better: Better,
     alpha: float = 0.01,
@@ -268,6 +278,10 @@ def validate_measure(
         The measure's per-input scores for the three decompositions, each ``(n_inputs,)``
         or ``(n_seeds, n_inputs)`` (e.g. random subspaces under several seeds; 1-D scores
         pair with every seed), NaN for missing values, as in :func:`paired_comparison`.
+        ``entangled=None`` for a measure with no entangled reference (e.g. concept
+        selectivity: with one concept holding everything there is no second concept to be
+        selective against); the verdict then rests on oracle against random alone, and the
+        ``reason`` says so.
     better:
         ``"lower"`` (e.g. deletion AUPC) or ``"higher"`` (e.g. recovery, selectivity).
     alpha:
@@ -282,26 +296,37 @@ def validate_measure(
     _check_better(better)
     options = {"confidence": confidence, "n_bootstrap": n_bootstrap, "seed": seed}
     first = paired_comparison(oracle, random, **options)
-    second = paired_comparison(random, entangled, **options)
     first_verdict = first.verdict(better=better, alpha=alpha)
-    second_verdict = second.verdict(better=better, alpha=alpha)
     oracle_ahead = first_verdict == "a_ahead"
-    random_not_behind = second_verdict in ("a_ahead", "level")
-    if oracle_ahead and random_not_behind:
+    second: PairedComparison | None = None
+    second_verdict: Verdict | None = None
+    if entangled is not None:
+        second = paired_comparison(random, entangled, **options)
+        second_verdict = second.verdict(better=better, alpha=alpha)
+    random_not_behind = second_verdict in (None, "a_ahead", "level")
+    if not oracle_ahead:
+        reason = (
+            f"oracle is not ahead of random: {first_verdict} (p = {first.p_value:.3g}, "
+            f"n = {first.n}) at alpha = {alpha}"
+        )
+    elif second is None:
+        reason = (
+            f"oracle ahead of random (p = {first.p_value:.3g}, n = {first.n}) at alpha = {alpha}"
+        )
+    elif random_not_behind:
         reason = (
             f"oracle ahead of random (p = {first.p_value:.3g}) and random "
             f"{'ahead of' if second_verdict == 'a_ahead' else 'level with'} entangled "
             f"(p = {second.p_value:.3g}) at alpha = {alpha}"
         )
-    elif not oracle_ahead:
-        reason = (
-            f"oracle is not ahead of random: {first_verdict} (p = {first.p_value:.3g}, "
-            f"n = {first.n}) at alpha = {alpha}"
-        )
     else:
         reason = (
             f"random is not ahead of or level with entangled: {second_verdict} "
             f"(p = {second.p_value:.3g}, n = {second.n}) at alpha = {alpha}"
+        )
+    if second is None:
+        reason += (
+            "; no entangled reference was given, so the verdict rests on oracle vs random alone"
         )
     return MeasureValidation(
         validated=oracle_ahead and random_not_behind,
