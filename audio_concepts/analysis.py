@@ -224,11 +224,17 @@ class Analysis:
         return explanations
 
     def evaluate(self, *, progress: bool = True) -> dict[str, Any]:
-        """Step 3: patch flipping, recovery and accuracy (``evaluation/``)."""
+        """Step 3: every measure, the reference decompositions that validate them, the sanity
+        checks and the accuracy (``evaluation/``; see :mod:`audio_concepts.evaluate`)."""
         start = time.perf_counter()
         with self._writing():
             self._results = evaluate_explanations(
-                self.data, self.workspace, self.state, self.explanations, progress=progress
+                self.data,
+                self.workspace,
+                self.state,
+                self.explanations,
+                self.subspaces,
+                progress=progress,
             )
             self._record("evaluate", start)
         return self._results
@@ -392,16 +398,17 @@ def explain_concepts(
 def evaluate_concepts(
     out_dir: str | os.PathLike[str], *, model: AudioModel | None = None, progress: bool = True
 ) -> Path:
-    """Patch flipping, concept recovery and accuracy of the explanations in ``out_dir``.
+    """Every measure of the explanations in ``out_dir``, with references, sanity checks and
+    the accuracy.
 
     See :mod:`audio_concepts.evaluate`.
 
     Returns
     -------
     pathlib.Path
-        ``out_dir/evaluation``, holding ``results.json`` (per method and seed: AUPC per
-        input, recovery score and chance per input; accuracy), ``flipping.png`` (mean
-        curves) and the accuracy's ``metrics.json`` and confusion matrices.
+        ``out_dir/evaluation``, holding ``results.json`` (see
+        :func:`~audio_concepts.evaluate.evaluate_explanations`), ``flipping.png`` (mean
+        curves), ``sanity.png`` and the accuracy's ``metrics.json`` and confusion matrices.
     """
     analysis = Analysis.open(out_dir, model=model)
     analysis.evaluate(progress=progress)

@@ -1,4 +1,4 @@
-"""The analysis report: what is measured, results, concepts per class, fitting, settings.
+"""The analysis report: what is measured, what can be believed, results, concepts, settings.
 
 Lays out :class:`~audio_concepts.report.Report` (the self-contained HTML builder) from one
 analysis: the summary table and curves, per class the DRSA concept panels with a player per
@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audio_concepts.config import SPLIT_NAMES
+from audio_concepts.evaluation_report import add_evaluation_sections
 from audio_concepts.explain import Explanations
 from audio_concepts.fit import Subspaces
 from audio_concepts.frontend import LogMelFrontend
@@ -84,6 +85,7 @@ def build_report(
     about = report.section("What is measured")
     for text in _EXPLANATION_TEXT:
         about.paragraph(text)
+    add_evaluation_sections(report, summary, workspace.evaluation_dir)
     overview = report.section("Results")
     overview.paragraph(
         f"Accuracy on the {SPLIT_NAMES[split]} split (clip level): {summary['accuracy']:.4f}. "
@@ -223,6 +225,11 @@ _EXPLANATION_TEXT = (
     "over the concepts, objects are matched one-to-one to concepts, and the matched shares "
     "are averaged. 1 means every object has its own concept; the chance level 1/#objects is "
     "what one concept holding everything scores.",
+    "Beyond these, interventional recovery removes each sound object from the waveform and "
+    "measures how much each concept's layer relevance drops (the subspaces judged without "
+    "heatmaps), and concept selectivity removes a concept's top patches and asks whether its "
+    "own layer relevance drops more than the others'. A measure is only believed on a task "
+    "after it ranks decompositions of known quality correctly (see the meta-evaluation).",
     "These numbers describe this model, layer and K on this data; they are measurements, "
     "not guarantees, and small test sets give wide error bars.",
 )

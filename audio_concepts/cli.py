@@ -37,6 +37,10 @@ _CONFIG_FLAGS: dict[str, tuple[type, str]] = {
     "ordering": (str, "patch flipping of K concept maps: round_robin, union or positive_sum"),
     "removal": (float, "value written into removed patches; None: the front-end's log-mel floor"),
     "score": (str, "score tracked by patch flipping: logit or relu_logit"),
+    "selectivity_fraction": (float, "area removed per concept by concept selectivity, in (0, 1]"),
+    "min_objects": (int, "synthetic data: evaluate only clips with at least this many sound "
+                    "objects"),
+    "sanity_inputs": (int, "inputs the model-randomisation sanity checks run on; 0 skips them"),
     "batch_size": (int, "chunks per forward/backward pass"),
     "device": (str, "torch device, e.g. cpu or cuda:0; None: CUDA when available"),
 }  # fmt: skip
@@ -146,6 +150,14 @@ def _add_analysis_arguments(
         help="mel bins and frames of a patch-flipping patch "
         f"(default: {' '.join(map(str, defaults.patch_size))})",
     )
+    parser.add_argument(
+        "--no-references",
+        dest="references",
+        action="store_const",
+        const=False,
+        help="on synthetic data, skip the reference decompositions (oracle, random, entangled) "
+        "that validate the measures; nothing is then marked validated",
+    )
     _add_progress(parser)
     for flag, (kind, meaning) in _CONFIG_FLAGS.items():
         if flag not in exclude:
@@ -167,6 +179,7 @@ def _analysis_config(args: argparse.Namespace) -> Any:
         flags["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     flags["seeds"] = args.seeds
     flags["patch_size"] = args.patch_size
+    flags["references"] = getattr(args, "references", None)
     return AnalysisConfig.from_dict(read_settings(args.config, flags, what="analysis settings"))
 
 

@@ -88,6 +88,20 @@ class AnalysisConfig:
         A regular expression over a clip's file name whose first group (or whole match)
         names a stratum the random subsets are balanced over, e.g. ``"^([a-z]+)_"`` for
         speaker- or accent-prefixed names; ``None``: no strata.
+    selectivity_fraction:
+        Area of the input removed per concept by concept selectivity, in (0, 1]
+        (:func:`~zennit_drsa.evaluation.concept_selectivity`).
+    sanity_inputs:
+        Explained inputs (the first ones) the model-randomisation sanity checks run on; 0
+        skips them.
+    min_objects:
+        On synthetic data, only clips with at least this many sound objects are explained and
+        evaluated. The default 2 makes every evaluated input count for recovery and for the
+        validation of measures (with one object the oracle split equals the standard map),
+        and compares methods on the clips where there is something to disentangle.
+    references:
+        On synthetic data, also score the reference decompositions of known quality (oracle,
+        random, entangled; maps and subspaces) that validate the measures (METHOD.md §5).
     """
 
     layer: str | None = None
@@ -95,7 +109,7 @@ class AnalysisConfig:
     subspace_dim: int | None = None
     n_locations: int = 20
     fit_clips_per_class: int | None = 200
-    eval_clips_per_class: int = 40
+    eval_clips_per_class: int = 90
     eval_split: str = "test"
     composite: str = "reference"
     methods: tuple[str, ...] = METHODS
@@ -111,6 +125,10 @@ class AnalysisConfig:
     device: str | None = None
     subset: str = "random"
     stratify: str | None = None
+    selectivity_fraction: float = 0.1
+    sanity_inputs: int = 16
+    min_objects: int = 2
+    references: bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -152,6 +170,15 @@ class AnalysisConfig:
                 problems.append(f"{name} must be a non-empty string, got {value!r}")
         if self.stratify is not None:
             problems.extend(_check_pattern(self.stratify))
+        fraction = self.selectivity_fraction
+        if not (_number(fraction) and 0 < fraction <= 1):
+            problems.append(f"selectivity_fraction must be in (0, 1], got {fraction!r}")
+        if not _count(self.sanity_inputs):
+            problems.append(f"sanity_inputs must be an int >= 0, got {self.sanity_inputs!r}")
+        if not positive_int(self.min_objects):
+            problems.append(f"min_objects must be a positive int, got {self.min_objects!r}")
+        if not isinstance(self.references, bool):
+            problems.append(f"references must be true or false, got {self.references!r}")
         if self.removal is not None and not (_number(self.removal) and math.isfinite(self.removal)):
             problems.append(f"removal must be a finite number or None, got {self.removal!r}")
         if not self.seeds or not all(_count(seed) for seed in self.seeds):

@@ -110,14 +110,15 @@ class AudioData:
         """Per class ``eval_clips_per_class`` clips of ``config.eval_split``, taken as
         ``config.subset`` and ``config.stratify`` say (see :func:`choose_clips`).
 
-        On synthetic data only clips with at least one sound object count.
+        On synthetic data only clips with at least ``config.min_objects`` sound objects count.
         """
         clips_of_split = self.split_clips(config.eval_split)
         chosen = []
         for label in range(len(self.dataset.class_names)):
             clips = [clip for clip in clips_of_split if clip.label == label]
             if self.kind == "synthetic":
-                clips = [c for c in clips if len(self._synthetic_clip(c.path).object_names) >= 1]
+                least = config.min_objects
+                clips = [c for c in clips if len(self.synthetic_clip(c.path).object_names) >= least]
             chosen.extend(choose_clips(clips, config.eval_clips_per_class, config))
         return chosen
 
@@ -166,15 +167,18 @@ class AudioData:
     # ----- synthetic data: known sound objects --------------------------------------------------
 
     @functools.cached_property
-    def _task(self) -> Any:
+    def synthetic_task(self) -> Any:
+        """The :class:`~audio_cnn.synthetic.SyntheticTask` that wrote a synthetic folder."""
         from audio_cnn.synthetic import load_synthetic_task
 
         return load_synthetic_task(self.root)
 
-    def _synthetic_clip(self, path: str | os.PathLike[str]) -> Any:
+    def synthetic_clip(self, path: str | os.PathLike[str]) -> Any:
+        """The :class:`~audio_cnn.synthetic.SyntheticClip` (with its sources) stored at
+        ``path`` (relative to the folder) of a synthetic folder, regenerated."""
         from audio_cnn.synthetic import clip_from_path
 
-        return clip_from_path(self.root, path, self._task)
+        return clip_from_path(self.root, path, self.synthetic_task)
 
     def object_masks(self, clips: Sequence[str]) -> list[np.ndarray] | None:
         """Per clip (paths relative to the folder) the masks of its sound objects on the
@@ -188,7 +192,7 @@ class AudioData:
         device = frontend.window.device
         frontend.to("cpu")  # the masks are computed once per clip on the CPU
         try:
-            return [object_masks(self._synthetic_clip(path), frontend) for path in clips]
+            return [object_masks(self.synthetic_clip(path), frontend) for path in clips]
         finally:
             frontend.to(device)
 

@@ -6,8 +6,9 @@ with known sound objects), trains the toy CNN, and runs one
 evaluate the test split, write the report).
 
 Which layer and how many concepts ``K``: the demo takes the ``(layer, K)`` pair where DRSA's
-own figures were best (:func:`audio_concepts.sweep.best_pair`: highest concept recovery, then
-lowest AUPC) in a sweep over the last three convolutional blocks and ``K ∈ {2, 4, 8}``,
+own figures were best on the measures validated at every pair
+(:func:`audio_concepts.sweep.best_pair`) in a sweep over the last three convolutional blocks
+and ``K ∈ {2, 4, 8}``,
 evaluated on the **validation** split, so the test figures it reports were not used to
 choose. The sweep takes longer than the demo itself, so by default the demo reads a sweep
 recorded on the demo's own model (same seed, settings and data; shipped as
@@ -32,8 +33,10 @@ from audio_concepts.summary import format_summary
 from audio_concepts.sweep import (
     SweepResult,
     best_pair,
+    choice_measures,
     load_sweep,
     plot_sweep,
+    selectivity_agreement,
     sweep_concepts,
 )
 
@@ -48,6 +51,9 @@ DEMO_KS = (2, 4, 8)
 # Analysis seeds (random baseline, DRSA/DSA starts) as offsets from the demo's seed.
 DEMO_SEEDS = (0, 1, 2)
 _RECORDED = "demo_sweep.json"
+# K when no measure is validated at every swept pair: one concept per sound object of a
+# toy class (four), fixed before any figure was seen.
+FALLBACK_K = 4
 
 
 def recorded_sweep() -> SweepResult:
@@ -157,7 +163,14 @@ def run_demo(
             "recorded on the demo's default model (seed 0) and shipped with the package; "
             "`zennit-drsa demo --sweep` computes it again"
         )
-    layer, k = best_pair(chosen_from)
+    try:
+        layer, k = best_pair(chosen_from)
+        choice_note = None
+    except ValueError as error:
+        # Fixed before looking at any figure: the reference pipeline's layer (the model's
+        # default) and one concept per sound object of a class.
+        layer, k = AudioCNN.preset("toy").block_output(4), FALLBACK_K
+        choice_note = f"{error}; the demo falls back to layer {layer}, K = {k}"
     config = config or dataclasses.replace(base, layer=layer, n_subspaces=k)
 
     # One analysis, in memory from fit to report: the model and the audio are loaded once.
@@ -167,13 +180,16 @@ def run_demo(
     analysis.evaluate(progress=progress)
 
     def sweep_section(report: Report, media: Path) -> None:
-        _add_sweep_section(report, media, chosen_from, origin, (layer, k), config)
+        _add_sweep_section(report, media, chosen_from, origin, (layer, k), config, choice_note)
 
     demo = {
         "layer": config.layer,
         "n_subspaces": config.n_subspaces,
         "sweep_choice": {"layer": layer, "n_subspaces": k},
         "sweep_origin": "computed" if sweep else "recorded",
+        "choice_measures": choice_measures(chosen_from),
+        "choice_note": choice_note,
+        "selectivity_agreement": selectivity_agreement(chosen_from),
     }
     summary = analysis.report(
         progress=progress,
@@ -193,21 +209,35 @@ def _add_sweep_section(
     origin: str,
     choice: tuple[str, int],
     config: AnalysisConfig,
+    note: str | None,
 ) -> None:
     """The sweep that chose the layer and K: how, table, figure."""
     used = (config.layer, config.n_subspaces)
+    usable = choice_measures(result)
+    how = (
+        f"The demo takes the pair where DRSA's own figures are best on the measures validated "
+        f"at every pair ({', '.join(usable)}, in that order), without looking at the "
+        f"baselines or the test split: layer {choice[0]}, K = {choice[1]}."
+        if note is None
+        else f"No choice by a validated measure was possible: {note}."
+    )
     section = report.section(
         "Choice of layer and K",
         f"The sweep over layers and K below was evaluated on the {result.eval_split} split "
-        f"({origin}). The demo takes the pair where DRSA's own figures are best (highest "
-        "concept recovery, then lowest AUPC), without looking at the baselines or the test "
-        f"split: layer {choice[0]}, K = {choice[1]}."
+        f"({origin}). {how}"
         + (
             ""
             if used == choice
             else f" This run was given other settings: layer {used[0]}, K = {used[1]}."
         ),
     )
+    agreement = selectivity_agreement(result)
+    for truth, figures in (agreement or {}).items():
+        section.paragraph(
+            f"Concept selectivity (which needs no ground truth) against {truth.replace('_', ' ')} "
+            f"across the sweep's rows (methods × layers × K): Spearman rho "
+            f"{figures['rho']:+.2f}, p = {figures['p_value']:.2g}, {figures['n']} rows."
+        )
     section.table(
         [
             {
@@ -217,6 +247,7 @@ def _add_sweep_section(
                 "AUPC (class mean)": row.aupc,
                 "recovery (class mean)": row.recovery,
                 "chance": row.chance,
+                **{name: row.measures.get(name) for name in usable},
             }
             for row in result.rows
         ],

@@ -1,16 +1,26 @@
-"""Step 3 of an analysis: patch flipping, concept recovery and the model's accuracy.
+"""Step 3 of an analysis: every measure of every decomposition, the references, the model.
 
-Disentangled patch flipping uses each method's K concept heatmaps (the residual is not a
-concept); standard patch flipping uses the standard LRP heatmap (the sum of all maps, from the
-first DRSA fit or else the first method). Concept recovery needs known sound objects and is
-computed on synthetic data only (masks from :func:`audio_cnn.synthetic.object_masks` on the
-model's log-mel grid; clips with two or more objects count). The accuracy is the model's
-clip-level accuracy on the ``eval_split``, the split whose chunks were explained.
+For each fitted method and seed (and the standard heatmap) the evaluate step computes, per
+explained input and through one code path (:mod:`~audio_concepts.scoring`):
+
+* disentangled deletion AUPC under the ``union``, ``round_robin`` and ``positive_sum``
+  orderings, and the insertion AUPC under the analysis' ``ordering``;
+* concept selectivity (any data);
+* on synthetic data, heatmap recovery (with its chance level, ceiling and normalised score)
+  and interventional recovery (objects removed from the waveform).
+
+On synthetic data it also scores, the same way, the reference decompositions of known
+quality that decide which measures can be believed (METHOD.md §5,
+:mod:`~audio_concepts.meta_evaluation`): the standard heatmap split by the object masks
+(``oracle``) and held by one concept (``entangled``), and at the layer oracle, random and
+entangled *subspaces* (:func:`~audio_concepts.interventions.fit_layer_references`). It
+checks whether the task suits logit-based flipping measures (``fitness``: removing a clip's
+objects should halve its logit), runs the model-randomisation sanity checks on the first
+``sanity_inputs`` inputs, and scores the model's clip-level accuracy on ``eval_split``.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -20,14 +30,27 @@ from tqdm.auto import tqdm
 
 from atomic_io import write_json_atomic
 from audio_cnn.evaluate import score_clips
+from audio_concepts import interventions as exact
 from audio_concepts.data import AudioData
 from audio_concepts.diagnostics import as_json, concept_overlap
-from audio_concepts.explain import Explanations
-from audio_concepts.plots import plot_flipping_curves
+from audio_concepts.explain import Explanations, concept_maps
+from audio_concepts.fit import Subspaces
+from audio_concepts.measures import MEASURES, deletion_name
+from audio_concepts.plots import plot_flipping_curves, plot_sanity_checks
+from audio_concepts.sanity_checks import sanity_checks
+from audio_concepts.scoring import FlippingSettings, score_layer, score_maps
 from audio_concepts.workspace import AnalysisState, Workspace
-from zennit_drsa.evaluation import PatchFlippingResult, concept_recovery, patch_flipping
+from zennit_drsa.composites import audio_composite
+from zennit_drsa.estimators import SubspaceEstimator
+from zennit_drsa.evaluation import PatchFlippingResult
 
-__all__ = ["evaluate_explanations"]
+__all__ = ["ORDERINGS", "evaluate_explanations"]
+
+ORDERINGS: tuple[str, ...] = ("union", "round_robin", "positive_sum")
+"""Orderings of disentangled deletion, each its own measure."""
+
+# Per-input values that need the sound objects (not reported for the standard map).
+_TRUTH_KEYS = ("recovery", "recovery_normalized", "chance", "ceiling")
 
 
 def evaluate_explanations(
@@ -35,22 +58,40 @@ def evaluate_explanations(
     workspace: Workspace,
     state: AnalysisState,
     explanations: Explanations,
+    subspaces: Subspaces,
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score the explanations and the model; write them under ``evaluation/``.
+    """Score the explanations, the references and the model; write them under ``evaluation/``.
+
+    Parameters
+    ----------
+    data:
+        The audio folder, opened for the model under study.
+    workspace, state:
+        Where results go, and the record of the fit.
+    explanations:
+        The explained inputs and every fit's heatmaps.
+    subspaces:
+        The fitted estimators the heatmaps came from (layer measures need them).
+    progress:
+        Show progress bars.
 
     Returns
     -------
     dict
-        The content of ``evaluation/results.json``: the ``fit_id`` it was computed from;
-        ``labels``; per method (and ``"standard"``) one record per seed with the AUPC per
-        input and, on synthetic data, the recovery score and chance level per input (``None``
-        where undefined); ``accuracy``; ``n_inputs``; ``overlap``, per method the mean
-        heatmap cosine of every pair of concepts
-        (:func:`~audio_concepts.diagnostics.concept_overlap`). ``evaluation/`` also gets
-        ``flipping.png`` (mean curves) and the accuracy's ``metrics.json`` and confusion
-        matrices.
+        The content of ``evaluation/results.json``: ``fit_id``; ``labels``; ``measures``
+        (names computed, see :data:`~audio_concepts.measures.MEASURES`); ``methods``: per
+        method and ``"standard"`` one record per seed with ``measures`` (name → one value
+        per input, ``None`` where undefined), ``selectivity_matrix`` and, kept for older
+        readers, ``aupc`` (deletion under the analysis' ordering), ``recovery`` and
+        ``chance``; ``references`` (synthetic data): ``oracle``, ``entangled``,
+        ``oracle_subspaces``, ``random_subspaces``, ``entangled_subspace`` in the same
+        form, ``eligible`` (inputs with two or more scored objects) and ``layer`` (how the
+        layer references were built); ``fitness`` (synthetic data); ``sanity``;
+        ``accuracy``; ``n_inputs``; ``overlap`` (per method the mean heatmap cosine of every
+        pair of concepts). ``evaluation/`` also gets ``flipping.png``, ``sanity.png`` and
+        the accuracy's ``metrics.json`` and confusion matrices.
     """
     model, config = data.model, state.config
     device = model.device
@@ -72,36 +113,56 @@ def evaluate_explanations(
     inputs = explanations.inputs
     logmel = torch.from_numpy(inputs["logmel"])
     labels = inputs["labels"]
+    clips = [str(clip) for clip in inputs["clips"]]
     removal = config.removal if config.removal is not None else model.frontend.floor
     if removal is None:
         raise ValueError("the front-end has no floor; set AnalysisConfig.removal (--removal)")
-    flipping = {
-        "patch_size": config.patch_size,
-        "ordering": config.ordering,
-        "removal": float(removal),
-        "score": config.score,
-        "batch_size": 128,
-        "device": device,
-    }
-    masks = data.object_masks([str(clip) for clip in inputs["clips"]])
-    results: dict[str, Any] = {"fit_id": state.fit_id, "methods": {}, "labels": labels.tolist()}
+    settings = FlippingSettings(
+        patch_size=tuple(config.patch_size),
+        orderings=ORDERINGS,
+        insertion_ordering=config.ordering,
+        removal=float(removal),
+        score=config.score,
+        selectivity_fraction=config.selectivity_fraction,
+        batch_size=128,
+        device=device,
+    )
+    masks = data.object_masks(clips)
+    masks = None if masks is None else [_fit_mask(m, logmel.shape[-2:]) for m in masks]
+    changes = exact.build_interventions(data, clips) if masks is not None else None
+    scorer = _Scorer(data, state, logmel, labels, settings, masks, changes)
+
+    results: dict[str, Any] = {"fit_id": state.fit_id, "labels": labels.tolist()}
+    results["methods"] = {}
     curves: dict[str, list[PatchFlippingResult]] = {}
     jobs = list(explanations.maps)
     standard_job = ("drsa", config.seeds[0]) if "drsa" in config.methods else jobs[0]
     for method, seed in tqdm(jobs, desc="evaluate", disable=not progress):
-        maps = torch.from_numpy(explanations.maps[(method, seed)]["heatmaps"])
-        entries = [(method, maps[:, :-1])]
+        maps = explanations.maps[(method, seed)]["heatmaps"]
+        flipped: dict[str, Any] = {}
+        record = scorer.score(maps[:, :-1], subspaces.get((method, seed)), curves=flipped)
+        results["methods"].setdefault(method, []).append({"seed": seed, **record})
+        curves.setdefault(method, []).append(flipped[config.ordering])
         if (method, seed) == standard_job:
-            entries.append(("standard", maps.sum(dim=1)))
-        for name, heatmaps in entries:
-            result = patch_flipping(model.network, logmel, heatmaps, labels, **flipping)
-            record: dict[str, Any] = {"seed": seed, "aupc": _floats(result.aupc)}
-            if masks is not None and name != "standard":
-                scores = [concept_recovery(h, m) for h, m in zip(heatmaps, masks, strict=True)]
-                record["recovery"] = [s.score if s.eligible else None for s in scores]
-                record["chance"] = [s.chance if s.eligible else None for s in scores]
-            results["methods"].setdefault(name, []).append(record)
-            curves.setdefault(name, []).append(result)
+            # The standard map as one concept is also the entangled reference: scored once.
+            standard = maps.sum(axis=1)[:, None]
+            entangled = scorer.score(standard, None, curves=flipped)
+            truth_free = {
+                name: values
+                for name, values in entangled["measures"].items()
+                if name not in _TRUTH_KEYS
+            }
+            record = scorer.score(standard, None, truth=False, maps=truth_free)
+            results["methods"]["standard"] = [{"seed": seed, **record}]
+            curves["standard"] = [flipped[config.ordering]]
+            if masks is not None and config.references:
+                results["references"] = _references(scorer, standard, entangled, progress)
+    results["measures"] = [
+        m.name for m in MEASURES if m.name in results["methods"][jobs[0][0]][0]["measures"]
+    ]
+    if changes is not None:
+        results["fitness"] = exact.task_fitness(model, changes, labels)
+    results["sanity"] = _sanity(data, state, explanations, subspaces, standard_job, folder)
     results["accuracy"] = metrics["accuracy"]
     results["n_inputs"] = len(labels)
     results["overlap"] = _overlap(explanations, config.n_subspaces)
@@ -114,6 +175,160 @@ def evaluate_explanations(
     return results
 
 
+class _Scorer:
+    """Scores decompositions of the explained inputs, all through the same calls."""
+
+    def __init__(
+        self,
+        data: AudioData,
+        state: AnalysisState,
+        logmel: torch.Tensor,
+        labels: np.ndarray,
+        settings: FlippingSettings,
+        masks: list[np.ndarray] | None,
+        changes: exact.Interventions | None,
+    ) -> None:
+        self.data, self.state = data, state
+        self.logmel, self.labels = logmel, labels
+        self.settings, self.masks, self.changes = settings, masks, changes
+
+    def score(
+        self,
+        concepts: Any,
+        per_class: dict[int, SubspaceEstimator] | None,
+        *,
+        curves: dict[str, Any] | None = None,
+        truth: bool = True,
+        maps: dict[str, list[float | None]] | None = None,
+    ) -> dict[str, Any]:
+        """Every measure of one decomposition: its concept heatmaps, and its subspaces if it
+        has them (``per_class``; layer measures need them). ``maps``: map measures already
+        computed for the same heatmaps, reused instead of computed again."""
+        network, config = self.data.model.network, self.state.config
+        masks = self.masks if truth else None
+        if maps is None:
+            measures = score_maps(
+                network, self.logmel, concepts, self.labels, self.settings, masks, curves=curves
+            )
+        else:
+            measures = dict(maps)
+        record: dict[str, Any] = {"measures": measures}
+        if per_class is not None:
+            relevance = exact.layer_relevance_fn(
+                network,
+                audio_composite(config.composite, network),
+                self.state.layer,
+                per_class,
+                device=self.settings.device,
+            )
+            selectivity, matrix = score_layer(
+                relevance, self.logmel, concepts, self.labels, self.settings
+            )
+            measures["selectivity"] = selectivity
+            record["selectivity_matrix"] = matrix
+            if self.changes is not None and truth:
+                scores = exact.interventional_scores(
+                    relevance, self.changes, self.labels, batch_size=config.batch_size
+                )
+                measures["interventional_recovery"] = [
+                    s.score if s is not None and s.eligible else None for s in scores
+                ]
+        # Kept for readers of the results of 0.2 and earlier.
+        record["aupc"] = measures[deletion_name(config.ordering)]
+        if "recovery" in measures:
+            record["recovery"], record["chance"] = measures["recovery"], measures["chance"]
+        return record
+
+    def heatmaps(self, per_class: dict[int, SubspaceEstimator]) -> np.ndarray:
+        """``(N, K, 1, M, F)`` concept heatmaps of a decomposition given by subspaces."""
+        config = self.state.config
+        maps = concept_maps(
+            self.data.model.network,
+            config.composite,
+            self.state.layer,
+            per_class,
+            self.logmel,
+            torch.from_numpy(self.labels),
+            batch_size=config.batch_size,
+            device=self.settings.device,
+        )
+        return maps["heatmaps"][:, :-1]
+
+
+def _references(
+    scorer: _Scorer, standard: np.ndarray, entangled: dict[str, Any], progress: bool
+) -> dict[str, Any]:
+    """The reference decompositions of known quality, scored like the methods.
+
+    ``standard`` ``(N, 1, 1, M, F)`` is the standard heatmap; ``entangled`` its record as one
+    concept (already scored with the masks).
+    """
+    assert scorer.masks is not None
+    oracle = [s[None] * m[:, None] for s, m in zip(standard[:, 0], scorer.masks, strict=True)]
+    found: dict[str, Any] = {
+        "oracle": [{"seed": None, **scorer.score(oracle, None)}],
+        "entangled": [{"seed": None, **entangled}],
+    }
+    found["eligible"] = [v is not None for v in found["oracle"][0]["measures"]["recovery"]]
+    config = scorer.state.config
+    layer = exact.fit_layer_references(
+        scorer.data, scorer.state, seed=config.seeds[0], progress=progress
+    )
+    found["layer"] = layer.description
+    for name, per_class in layer.estimators.items():
+        concepts = scorer.heatmaps(per_class)
+        if concepts.shape[1] == 1:
+            # One subspace spanning the layer: its map is the standard map (up to rounding),
+            # so its map measures are the entangled split's; only its layer measures differ.
+            record = scorer.score(concepts, per_class, maps=found["entangled"][0]["measures"])
+        else:
+            record = scorer.score(concepts, per_class)
+        found[name] = [{"seed": config.seeds[0], **record}]
+    return found
+
+
+def _sanity(
+    data: AudioData,
+    state: AnalysisState,
+    explanations: Explanations,
+    subspaces: Subspaces,
+    job: tuple[str, int],
+    folder: Any,
+) -> dict[str, Any] | None:
+    """The model-randomisation checks of one fit on the first ``sanity_inputs`` inputs."""
+    config = state.config
+    if config.sanity_inputs == 0 or job not in subspaces:
+        return None
+    count = min(config.sanity_inputs, len(explanations.inputs["labels"]))
+    result = sanity_checks(
+        data.model.network,
+        config.composite,
+        state.layer,
+        subspaces[job],
+        torch.from_numpy(explanations.inputs["logmel"][:count]),
+        torch.from_numpy(explanations.inputs["labels"][:count]),
+        len(data.model.class_names),
+        seed=config.seeds[0],
+        batch_size=config.batch_size,
+        device=data.model.device,
+    )
+    result["method"], result["seed"] = job
+    plot_sanity_checks(result, folder / "sanity.png")
+    return result
+
+
+def _fit_mask(masks: np.ndarray, shape: torch.Size) -> np.ndarray:
+    """Object masks on the explained input's grid: a clip longer than its chunk has more
+    frames (cut to the chunk's), a shorter one fewer (the padding is in no mask)."""
+    height, width = shape
+    if masks.shape[1] != height:
+        raise ValueError(f"object masks have {masks.shape[1]} mel bands, the inputs {height}")
+    fitted = np.zeros((masks.shape[0], height, width), dtype=bool)
+    frames = min(width, masks.shape[2])
+    fitted[:, :, :frames] = masks[:, :, :frames]
+    return fitted
+
+
 def _overlap(explanations: Explanations, n_subspaces: int) -> dict[str, list[list[Any]]]:
     """Per method the (K, K) mean heatmap cosine of its concepts, averaged over seeds."""
     if n_subspaces < 2:
@@ -124,7 +339,3 @@ def _overlap(explanations: Explanations, n_subspaces: int) -> dict[str, list[lis
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN entries stay NaN
         return {m: as_json(np.nanmean(np.stack(ms), axis=0)) for m, ms in matrices.items()}
-
-
-def _floats(values: np.ndarray) -> list[float | None]:
-    return [float(v) if math.isfinite(v) else None for v in values]

@@ -1,8 +1,9 @@
 """Step 2 of an analysis: concept heatmaps of the evaluation chunks, for every fitted method.
 
-Per class the first ``eval_clips_per_class`` clips of the ``eval_split`` (test by default; on
-synthetic data only clips with at least one sound object) contribute their first chunk; each
-chunk is explained for its TRUE class with that class's subspaces, by every method and seed.
+Per class ``eval_clips_per_class`` clips of the ``eval_split`` (test by default; on
+synthetic data only clips with at least ``min_objects`` sound objects) contribute their first
+chunk; each chunk is explained for its TRUE class with that class's subspaces, by every
+method and seed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from audio_concepts.fit import Subspaces
 from audio_concepts.workspace import AnalysisState, Workspace
 from zennit_drsa import DRSAAttributor, load
 from zennit_drsa.composites import audio_composite
+from zennit_drsa.estimators import SubspaceEstimator
 
-__all__ = ["Explanations", "explain_chunks", "load_subspaces"]
+__all__ = ["Explanations", "concept_maps", "explain_chunks", "load_subspaces"]
 
 
 @dataclass(frozen=True)
@@ -112,21 +114,69 @@ def explain_chunks(
         "labels": labels.numpy(),
         "clips": np.array([data.relative_name(chunks.clips[clip].path) for *_, clip in items]),
     }
-    composite = audio_composite(config.composite, model.network)
-    maps = {}
-    for (method, seed), per_class in tqdm(subspaces.items(), desc="explain", disable=not progress):
-        heatmaps, relevance, logits = [], [], []
-        with DRSAAttributor(model.network, composite, state.layer, per_class) as attributor:
-            for x, y in zip(
-                inputs.split(config.batch_size), labels.split(config.batch_size), strict=True
-            ):
-                explanation = attributor.explain(x.to(device), target=y.to(device))
-                heatmaps.append(explanation.heatmaps.float().cpu())
-                relevance.append(explanation.layer_relevance.double().cpu())
-                logits.append(explanation.output.float().cpu())
-        maps[(method, seed)] = {
-            "heatmaps": torch.cat(heatmaps).numpy(),
-            "layer_relevance": torch.cat(relevance).numpy(),
-            "logits": torch.cat(logits).numpy(),
-        }
+    maps = {
+        key: concept_maps(
+            model.network,
+            config.composite,
+            state.layer,
+            per_class,
+            inputs,
+            labels,
+            batch_size=config.batch_size,
+            device=device,
+        )
+        for key, per_class in tqdm(subspaces.items(), desc="explain", disable=not progress)
+    }
     return Explanations(explained, maps)
+
+
+def concept_maps(
+    network: torch.nn.Module,
+    composite: str,
+    layer: str,
+    per_class: dict[int, SubspaceEstimator],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, np.ndarray]:
+    """One decomposition's concept heatmaps of ``inputs`` for their classes ``labels``.
+
+    Parameters
+    ----------
+    network:
+        The classifier, in eval mode.
+    composite:
+        LRP composite name (:func:`~zennit_drsa.composites.audio_composite`).
+    layer:
+        The layer the subspaces live at.
+    per_class:
+        Class index → fitted estimator (the same ``K`` for all).
+    inputs:
+        ``(N, 1, M, F)`` log-mel inputs (any device).
+    labels:
+        ``(N,)`` class explained for each input.
+    batch_size, device:
+        Inputs per pass and where they run.
+
+    Returns
+    -------
+    dict
+        ``heatmaps`` ``(N, K + 1, 1, M, F)`` float32 (the last map is the residual),
+        ``layer_relevance`` ``(N, K + 1)`` float64 and ``logits`` ``(N, n_classes)``.
+    """
+    heatmaps, relevance, logits = [], [], []
+    with DRSAAttributor(
+        network, audio_composite(composite, network), layer, per_class
+    ) as attributor:
+        for x, y in zip(inputs.split(batch_size), labels.split(batch_size), strict=True):
+            explanation = attributor.explain(x.to(device), target=y.to(device))
+            heatmaps.append(explanation.heatmaps.float().cpu())
+            relevance.append(explanation.layer_relevance.double().cpu())
+            logits.append(explanation.output.float().cpu())
+    return {
+        "heatmaps": torch.cat(heatmaps).numpy(),
+        "layer_relevance": torch.cat(relevance).numpy(),
+        "logits": torch.cat(logits).numpy(),
+    }

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -829,3 +830,89 @@ def plot_flipping_curves(
     ax.legend(fontsize=8)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+
+
+def plot_sanity_checks(
+    result: Mapping[str, Any],
+    path: PathLike,
+    *,
+    title: str | None = "Model randomisation sanity checks",
+    dpi: int = 120,
+) -> Path:
+    """Similarity of the concept maps with the trained model's against the randomisation step.
+
+    Draws, for the concept maps, the mean signed Spearman correlation and the mean SSIM with
+    an s.e.m. band at each step of the cascade (step 0 ``none``: the unrandomised copy; the
+    x tick labels name the layer randomised at each step, all earlier ones staying
+    randomised), the standard map's as thin dashed lines, a vertical line between the layers
+    above the analysed layer and those below it, and the random-class check's mean ± s.e.m.
+    as horizontal bands in the same colours.
+
+    Parameters
+    ----------
+    result:
+        What :func:`~audio_concepts.sanity_checks.sanity_checks` returned (or its JSON).
+    path:
+        Output file, written atomically: SVG for a ``.svg`` suffix, else PNG.
+    title:
+        Axes title; ``None`` for none.
+    dpi:
+        Resolution of a PNG.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    steps = result["cascading"]["steps"]
+    if not steps:
+        raise ValueError("the result has no cascading steps to plot")
+    layer = result.get("settings", {}).get("layer", "analysed layer")
+    labels = ["none" if step["randomized"] is None else str(step["randomized"]) for step in steps]
+    x = np.arange(len(steps))
+    metrics = {"spearman": ("Spearman ρ", "C0"), "ssim": ("SSIM (|maps|)", "C1")}
+
+    def numbers(summary: Mapping[str, Any]) -> tuple[float, float]:
+        mean, sem = summary.get("mean"), summary.get("sem")
+        return (np.nan if mean is None else mean), (np.nan if sem is None else sem)
+
+    figure = _figure(max(6.0, 0.55 * len(steps) + 2.5), 4.2)
+    ax = figure.add_subplot()
+    for metric, (name, colour) in metrics.items():
+        mean, sem = np.array([numbers(step["concepts"][metric]) for step in steps]).T
+        ax.plot(x, mean, marker="o", color=colour, label=f"concepts: {name}")
+        ax.fill_between(x, mean - sem, mean + sem, color=colour, alpha=0.25, linewidth=0)
+        standard = np.array([numbers(step["standard"][metric])[0] for step in steps])
+        ax.plot(x, standard, "--", color=colour, linewidth=1, label=f"standard map: {name}")
+        check = result.get("random_class", {})
+        if not check.get("skipped", True):
+            class_mean, class_sem = numbers(check["concepts"][metric])
+            if np.isfinite(class_mean):
+                band = class_sem if np.isfinite(class_sem) else 0.0
+                ax.axhspan(class_mean - band, class_mean + band, color=colour, alpha=0.12)
+                ax.axhline(class_mean, color=colour, linestyle=":", label=f"random class: {name}")
+    above = [bool(step["above_layer"]) for step in steps[1:]]
+    boundary = 0.5 + sum(above)  # steps 1 .. n_above randomise the layers above
+    ax.axvline(boundary, color="0.3", linewidth=1)
+    ax.text(
+        boundary,
+        -1.0,
+        _literal(f" ← above | below {layer} →"),
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        color="0.3",
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+    )
+    ax.set_xticks(x, [_literal(label) for label in labels], rotation=45, ha="right")
+    ax.set(xlabel="layer randomised (cumulative, top down)", ylabel="similarity with original")
+    ax.set_ylim(-1.05, 1.05)
+    ax.axhline(0, color="0.7", linewidth=0.8)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(_literal(title))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="svg" if target.suffix.lower() == ".svg" else "png", dpi=dpi)
+    return target

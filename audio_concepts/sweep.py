@@ -7,8 +7,11 @@ evaluation as a single analysis: for every ``(layer, K)`` it runs
 :func:`~audio_concepts.analysis.fit_concepts`, :func:`~audio_concepts.analysis.explain_concepts`
 and :func:`~audio_concepts.analysis.evaluate_concepts` into ``out_dir/<layer>_K<k>/`` (a
 complete analysis directory: ``zennit-drsa report out_dir/<layer>_K<k>`` renders it), then
-collects each method's class-mean AUPC and concept recovery into ``out_dir/sweep.json`` and
-draws ``out_dir/sweep.png``.
+collects each method's class-mean AUPC, concept recovery and every measure's mean, with
+which measures were validated at that pair, into ``out_dir/sweep.json`` and draws
+``out_dir/sweep.png``. :func:`best_pair` chooses by validated measures only, and
+:func:`selectivity_agreement` reports how well concept selectivity (computable on any data)
+tracks ground-truth recovery across the sweep's rows.
 
 Choose settings on validation clips (``AnalysisConfig(eval_split="val")``) and report the
 chosen ones on test clips, so that the reported numbers are not the ones the choice was
@@ -37,6 +40,7 @@ from atomic_io import atomic_path, read_json, write_json_atomic
 from audio_cnn.ownership import lock_folder
 from audio_concepts.analysis import Analysis, ModelSource
 from audio_concepts.config import AnalysisConfig
+from audio_concepts.measures import MEASURES
 from audio_concepts.planning import plan_layer
 from audio_concepts.workspace import Workspace
 
@@ -48,9 +52,11 @@ __all__ = [
     "SweepResult",
     "SweepRow",
     "best_pair",
+    "choice_measures",
     "format_sweep",
     "load_sweep",
     "plot_sweep",
+    "selectivity_agreement",
     "sweep_concepts",
 ]
 
@@ -83,6 +89,12 @@ class SweepRow:
         ``None``; always ``None`` for ``"standard"``).
     n:
         AUPC values pooled (inputs × seeds).
+    measures:
+        Every measure's pooled mean (inputs averaged over seeds first; see
+        :func:`~audio_concepts.summary.summarize`), by name.
+    validated:
+        Per measure, whether it was validated at this layer and ``K`` (the same for every
+        method of the pair; empty without references).
     """
 
     layer: str
@@ -94,6 +106,8 @@ class SweepRow:
     recovery: float | None
     chance: float | None
     n: int
+    measures: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    validated: dict[str, bool] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,8 @@ class SweepResult:
             "eval_split": self.eval_split,
             "accuracy": self.accuracy,
             "rows": [dataclasses.asdict(row) for row in self.rows],
+            "choice_measures": choice_measures(self),
+            "selectivity_agreement": selectivity_agreement(self),
             "settings": self.settings,
         }
 
@@ -278,33 +294,99 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepResult:
         raise ValueError(f"{path} is not a complete sweep ({error})") from None
 
 
-def best_pair(result: SweepResult, method: str = "drsa") -> tuple[str, int]:
-    """The ``(layer, K)`` where ``method``'s concepts are best by its own figures.
+def choice_measures(result: SweepResult) -> list[str]:
+    """The measures validated at every swept layer and ``K``, in the order of
+    :data:`~audio_concepts.measures.MEASURES` (ground-truth measures first).
 
-    Best means the highest concept recovery (where the data have known sound objects), ties
-    and data without recovery decided by the lower AUPC. Only ``method``'s rows are looked
-    at, not its margin over the baselines, so the choice does not favour a comparison.
+    Only these may choose settings: a measure validated at some pairs but not others would
+    compare trusted figures with untrusted ones.
+    """
+    pairs = {(row.layer, row.n_subspaces): row.validated for row in result.rows}
+    return [
+        measure.name
+        for measure in MEASURES
+        if pairs and all(validated.get(measure.name) for validated in pairs.values())
+    ]
+
+
+def best_pair(result: SweepResult, method: str = "drsa") -> tuple[str, int]:
+    """The ``(layer, K)`` where ``method``'s concepts are best by validated measures only.
+
+    The measures are those validated at every swept pair (:func:`choice_measures`), in
+    their fixed order: the best value of the first decides, ties go to the next. Only
+    ``method``'s rows are looked at, not its margin over the baselines, so the choice does
+    not favour a comparison; and no measure that failed its validation takes part.
 
     Raises
     ------
     ValueError
-        If the sweep has no row of ``method`` with a finite AUPC or recovery.
+        If no measure is validated at every pair (then no choice can be justified: look at
+        the sweep's figures and choose by hand, or sweep on data with known sound objects),
+        or the sweep has no row of ``method`` with those measures.
     """
+    usable = choice_measures(result)
+    if not usable:
+        raise ValueError(
+            "no measure is validated at every swept layer and K, so the sweep cannot choose "
+            "settings by a measure it can trust; choose the layer and K yourself (see "
+            "sweep.png), or sweep on synthetic data whose sound objects are known"
+        )
+    better = {measure.name: measure.better for measure in MEASURES}
     candidates = [
         row
         for row in result.rows
-        if row.method == method and (row.recovery is not None or row.aupc is not None)
+        if row.method == method and any(row.measures.get(name) is not None for name in usable)
     ]
     if not candidates:
         raise ValueError(f"the sweep has no evaluated rows of method {method!r}")
 
-    def merit(row: SweepRow) -> tuple[float, float]:
-        recovery = -math.inf if row.recovery is None else row.recovery
-        aupc = math.inf if row.aupc is None else row.aupc
-        return (recovery, -aupc)
+    def merit(row: SweepRow) -> tuple[float, ...]:
+        values = []
+        for name in usable:
+            value = row.measures.get(name)
+            sign = 1.0 if better[name] == "higher" else -1.0
+            values.append(-math.inf if value is None else sign * value)
+        return tuple(values)
 
     best = max(candidates, key=merit)
     return best.layer, best.n_subspaces
+
+
+def selectivity_agreement(result: SweepResult) -> dict[str, Any] | None:
+    """How well concept selectivity (no ground truth needed) tracks ground-truth recovery.
+
+    Spearman rank correlation, over the sweep's rows (methods × layers × K; seeds pooled
+    within a row), between selectivity and heatmap recovery, and between selectivity and
+    interventional recovery. A high correlation is what lets users trust selectivity on
+    their own data, where recovery cannot be computed.
+
+    Returns
+    -------
+    dict or None
+        Per recovery measure ``rho``, ``p_value`` (two-sided) and ``n`` rows; ``None`` if
+        the sweep has fewer than three rows with both figures.
+    """
+    from scipy.stats import spearmanr
+
+    found: dict[str, Any] = {}
+    for truth in ("recovery", "interventional_recovery"):
+        pairs = [
+            (row.measures["selectivity"], row.measures[truth])
+            for row in result.rows
+            if row.measures.get("selectivity") is not None and row.measures.get(truth) is not None
+        ]
+        if len(pairs) < 3:
+            continue
+        x, y = np.array(pairs).T
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue
+        test = spearmanr(x, y)
+        found[truth] = {
+            "rho": float(test.statistic),
+            "p_value": float(test.pvalue),
+            "n": len(pairs),
+        }
+    return found or None
 
 
 def format_sweep(result: SweepResult) -> str:
@@ -313,18 +395,45 @@ def format_sweep(result: SweepResult) -> str:
     ``AUPC`` is the class mean (lower is better), ``pooled ± s.e.m.`` the mean over inputs
     and seeds with its standard error; ``recovery`` and ``chance`` are class means.
     """
+    usable = choice_measures(result)
+    shown = [m.name for m in MEASURES if any(m.name in row.measures for row in result.rows)]
     header = (
         f"{'layer':<14} {'K':>3} {'method':<9} {'AUPC':>7} {'pooled ± s.e.m.':>17} "
         f"{'recovery':>9} {'chance':>7}"
     )
-    lines = [f"{result.eval_split} accuracy {result.accuracy:.4f}", header]
+    lines = [
+        f"{result.eval_split} accuracy {result.accuracy:.4f}",
+        "measures validated at every pair (the only ones that choose): "
+        + (", ".join(usable) if usable else "none"),
+        header + "".join(f" {_short(name):>9}" for name in shown),
+    ]
     for row in result.rows:
         pooled = f"{_text(row.aupc_pooled)} ± {_text(row.aupc_sem)}"
         lines.append(
             f"{row.layer:<14} {row.n_subspaces:>3} {row.method:<9} {_text(row.aupc):>7} "
             f"{pooled:>17} {_text(row.recovery):>9} {_text(row.chance):>7}"
+            + "".join(f" {_text(row.measures.get(name)):>9}" for name in shown)
+        )
+    agreement = selectivity_agreement(result)
+    for truth, figures in (agreement or {}).items():
+        lines.append(
+            f"selectivity vs {truth} across rows: Spearman rho {figures['rho']:+.2f} "
+            f"(p {figures['p_value']:.2g}, {figures['n']} rows)"
         )
     return "\n".join(lines)
+
+
+def _short(name: str) -> str:
+    """A column heading of at most 9 characters for a measure name."""
+    return {
+        "interventional_recovery": "interv.",
+        "selectivity": "select.",
+        "deletion_union": "del.union",
+        "deletion_round_robin": "del.rr",
+        "deletion_positive_sum": "del.psum",
+        "insertion": "insertion",
+        "recovery": "recov.",
+    }.get(name, name[:9])
 
 
 def plot_sweep(
@@ -460,6 +569,10 @@ def _rows(pair: tuple[str, int], summary: dict[str, Any]) -> list[SweepRow]:
             recovery=entry["recovery"],
             chance=entry["chance"],
             n=entry["n"],
+            measures={name: m["mean"] for name, m in entry.get("means", {}).items()},
+            validated={
+                name: bool(row["validated"]) for name, row in summary.get("measures", {}).items()
+            },
         )
         for method, entry in summary["methods"].items()
     ]

@@ -25,7 +25,7 @@ K = 2
 EXAMPLES = 1
 FIT_FLAGS = [
     "--n-subspaces", str(K),
-    "--fit-clips-per-class", "4",
+    "--fit-clips-per-class", "14",  # all: every object shows up for the layer references
     "--eval-clips-per-class", "2",
     "--n-locations", "4",
     "--max-iter", "15",
@@ -64,6 +64,47 @@ def test_summary_has_every_method_with_finite_numbers(analysed):
     n = summary["settings"]["n_inputs"]
     assert summary["methods"]["random"]["n"] + summary["methods"]["random"]["n_excluded"] == 2 * n
     assert summary["methods"]["prca"]["n"] + summary["methods"]["prca"]["n_excluded"] == n
+
+
+def test_references_score_exactly_what_they_are_built_to(analysed):
+    results = json.loads((analysed / "evaluation" / "results.json").read_text())
+    references = results["references"]
+    eligible = references["eligible"]
+    assert len(eligible) == results["n_inputs"] and any(eligible)
+    oracle = references["oracle"][0]["measures"]
+    entangled = references["entangled"][0]["measures"]
+    for i, chosen in enumerate(eligible):
+        if chosen:
+            # Disjoint masks: each object's relevance lies in its own map only.
+            assert oracle["recovery"][i] == pytest.approx(1.0)
+            # One concept holding everything scores the chance level, 1 / #objects.
+            assert entangled["recovery"][i] == pytest.approx(entangled["chance"][i])
+        else:
+            assert oracle["recovery"][i] is None
+    # The entangled split is the standard map: the same flipping figures.
+    standard = results["methods"]["standard"][0]["measures"]
+    assert standard["deletion_union"] == entangled["deletion_union"]
+    assert "recovery" not in standard
+    # Layer references: K_o = 4 objects per toy class; one subspace for the entangled one.
+    assert references["layer"]["n_objects"] == 4
+    assert references["entangled_subspace"][0]["measures"]["selectivity"] == [None] * len(eligible)
+    for name in ("oracle_subspaces", "random_subspaces"):
+        values = references[name][0]["measures"]["interventional_recovery"]
+        assert any(v is not None for v in values), name
+    assert set(results["measures"]) >= {"recovery", "interventional_recovery", "selectivity",
+                                        "deletion_union", "deletion_round_robin",
+                                        "deletion_positive_sum", "insertion"}  # fmt: skip
+    summary = json.loads((analysed / "summary.json").read_text())
+    for name, entry in summary["validation"].items():
+        assert entry["validated"] == summary["measures"][name]["validated"]
+        assert entry["map"] is not None or entry["layer"] is not None
+    assert summary["fitness"]["threshold"] == 0.9
+    assert summary["sanity"]["cascading"]["steps"][0]["concepts"]["spearman"]["mean"] == (
+        pytest.approx(1.0)
+    )
+    html = (analysed / "report.html").read_text()
+    for title in ("Which measures can be believed", "Sanity checks", "Headline"):
+        assert title in html
 
 
 def test_subspaces_are_saved_per_method_class_and_seed(analysed):

@@ -20,9 +20,11 @@ from audio_concepts.sweep import (
     SweepResult,
     SweepRow,
     best_pair,
+    choice_measures,
     format_sweep,
     load_sweep,
     plot_sweep,
+    selectivity_agreement,
     sweep_concepts,
 )
 
@@ -210,11 +212,20 @@ def test_load_sweep_rejects_other_files(tmp_path, content, message):
         load_sweep(path)
 
 
-def _row(layer: str, k: int, method: str, aupc: float | None, recovery: float | None):
-    return SweepRow(layer, k, method, aupc, aupc, 0.01, recovery, 0.4, 10)
+def _row(
+    layer: str,
+    k: int,
+    method: str,
+    aupc: float | None,
+    recovery: float | None,
+    validated: tuple[str, ...] = ("recovery", "deletion_round_robin"),
+):
+    measures = {"recovery": recovery, "deletion_round_robin": aupc, "insertion": 0.5}
+    flags = {name: name in validated for name in measures}
+    return SweepRow(layer, k, method, aupc, aupc, 0.01, recovery, 0.4, 10, measures, flags)
 
 
-def test_best_pair_uses_only_the_methods_own_figures():
+def test_best_pair_uses_only_the_methods_own_figures_on_validated_measures():
     rows = (
         _row("a", 2, "drsa", 0.30, 0.60),
         _row("a", 4, "drsa", 0.10, 0.55),  # lower AUPC, but recovery decides first
@@ -222,12 +233,41 @@ def test_best_pair_uses_only_the_methods_own_figures():
         _row("b", 4, "prca", 0.01, 0.90),  # other methods are not looked at
     )
     result = SweepResult(Path("."), ("a", "b"), (2, 4), "val", 1.0, rows, (), (), {})
+    assert choice_measures(result) == ["recovery", "deletion_round_robin"]
     assert best_pair(result) == ("b", 2)
     assert best_pair(result, "prca") == ("b", 4)
-    # Without recovery (data with no known objects) the lowest AUPC wins.
-    plain = dataclasses.replace(result, rows=tuple(
-        dataclasses.replace(row, recovery=None) for row in rows
+    # Recovery not validated at one pair: it chooses nowhere, the validated AUPC decides.
+    partly = dataclasses.replace(result, rows=(
+        _row("a", 2, "drsa", 0.30, 0.60, ("deletion_round_robin",)), *rows[1:]
     ))  # fmt: skip
-    assert best_pair(plain) == ("a", 4)
+    assert choice_measures(partly) == ["deletion_round_robin"]
+    assert best_pair(partly) == ("a", 4)
+    # No measure validated everywhere: no choice, and the error says what to do.
+    none = dataclasses.replace(result, rows=tuple(
+        dataclasses.replace(row, validated={}) for row in rows
+    ))  # fmt: skip
+    with pytest.raises(ValueError, match="no measure is validated at every swept layer"):
+        best_pair(none)
     with pytest.raises(ValueError, match="no evaluated rows of method 'dsa'"):
         best_pair(result, "dsa")
+
+
+def test_selectivity_agreement_is_the_rank_correlation_over_rows():
+    rows = tuple(
+        dataclasses.replace(
+            _row("a", k, "drsa", 0.2, recovery),
+            measures={"recovery": recovery, "selectivity": selectivity},
+        )
+        for k, recovery, selectivity in (
+            (2, 0.4, 0.1),
+            (4, 0.5, 0.3),
+            (8, 0.7, 0.2),
+            (16, 0.9, 0.9),
+        )
+    )
+    result = SweepResult(Path("."), ("a",), (2, 4, 8, 16), "val", 1.0, rows, (), (), {})
+    agreement = selectivity_agreement(result)
+    assert agreement["recovery"]["n"] == 4
+    assert agreement["recovery"]["rho"] == pytest.approx(0.8)  # ranks 1,3,2,4 vs 1,2,3,4
+    assert "interventional_recovery" not in agreement
+    assert selectivity_agreement(dataclasses.replace(result, rows=rows[:2])) is None
