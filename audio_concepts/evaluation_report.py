@@ -146,7 +146,10 @@ def _meta_evaluation(report: Report, summary: dict[str, Any]) -> None:
                     "validated": "yes" if figures["validated"] else "no",
                 }
             )
-    section.table(rows, caption="Meta-evaluation: mean per reference and the paired tests")
+    if rows:
+        section.table(rows, caption="Meta-evaluation: mean per reference and the paired tests")
+    else:
+        section.paragraph("No reference decomposition was scored, so no measure is validated.")
     for row in summary["measures"].values():
         status = "Validated" if row["validated"] else "Not validated"
         section.paragraph(f"{row['label']}: {status}. {_sentence(row['reason'])}")

@@ -193,8 +193,6 @@ def _reference_scores(
     entangled = score_matrix(references.get(entangled_name, []), measure)
     if oracle is None or random is None:
         return None
-    if entangled is not None and not np.isfinite(entangled).any():
-        entangled = None  # undefined for this measure (e.g. selectivity of one concept)
     return oracle, random, entangled
 
 
@@ -202,6 +200,8 @@ def _validate(
     triple: tuple[np.ndarray, np.ndarray, np.ndarray | None], chosen: np.ndarray, measure: Measure
 ) -> dict[str, Any]:
     oracle, random, entangled = (None if t is None else t[..., chosen] for t in triple)
+    if entangled is not None and not np.isfinite(entangled).any():
+        entangled = None  # undefined on these inputs (e.g. selectivity of one concept)
     validation = validate_measure(
         oracle, random, entangled, better=measure.better, alpha=VALIDATION_ALPHA
     )
