@@ -23,6 +23,7 @@ each on a folder, as the command line does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -44,6 +45,7 @@ from audio_concepts.fit import Subspaces, fit_subspaces
 from audio_concepts.model import AudioModel
 from audio_concepts.planning import plan_layer
 from audio_concepts.report import Report
+from audio_concepts.sharding import is_writer
 from audio_concepts.summary import format_summary, summarize
 from audio_concepts.workspace import AnalysisState, Workspace
 
@@ -218,7 +220,8 @@ class Analysis:
         start = time.perf_counter()
         with self._writing():
             explanations = explain_chunks(self.data, self.state, self.subspaces, progress=progress)
-            explanations.save(self.workspace, self.state)
+            if is_writer():
+                explanations.save(self.workspace, self.state)
             self._explanations, self._results = explanations, None
             self._record("explain", start)
         return explanations
@@ -283,6 +286,8 @@ class Analysis:
             self._state = replace(self.state, timings_s={**timings, **self.state.timings_s})
         explanations = self.explanations  # first: a stale one names the earliest step to redo
         summary = self.summary()
+        if not is_writer():  # under torchrun: one report, written by rank 0
+            return {**summary, "timings_s": dict(self.state.timings_s), **(extra_summary or {})}
         with self._writing():
             build_report(
                 self.model.frontend,
@@ -309,10 +314,16 @@ class Analysis:
     def _record(self, step: str, start: float) -> None:
         """Record the seconds since ``start`` as ``step``'s in ``analysis.json``."""
         self._state = self.state.with_timings({step: time.perf_counter() - start})
-        self.workspace.write_state(self._state)
+        if is_writer():
+            self.workspace.write_state(self._state)
 
-    def _writing(self) -> AbstractContextManager[Path]:
-        """Hold the analysis folder: one writer at a time (a second is refused, named)."""
+    def _writing(self) -> AbstractContextManager[Any]:
+        """Hold the analysis folder: one writer at a time (a second is refused, named).
+
+        Under torchrun rank 0 holds it for all ranks (the others compute, never write).
+        """
+        if not is_writer():
+            return contextlib.nullcontext()
         return lock_folder(
             self.workspace.root, what="analysis folder", hint="or write to another --out"
         )

@@ -108,13 +108,16 @@ def build_report(
                 "AUPC (pooled, mean ± s.e.m.)": MeanSem(entry["aupc_pooled"], entry["aupc_sem"]),
                 "recovery (class mean)": entry["recovery"],
                 "chance": entry["chance"],
+                "ceiling": entry.get("ceiling"),
+                "recovery normalised (chance 0, ceiling 1)": entry.get("recovery_normalized"),
                 "inputs": entry["n"],
             }
         )
     overview.table(
         rows,
         caption="Patch flipping (normalised AUPC: lower is better within [0, 1]) and concept "
-        "recovery (higher is better; chance: one concept holding everything)",
+        "recovery (higher is better; chance: one concept holding everything; ceiling: the best "
+        "any decomposition with K concepts can reach when clips hold more objects than K)",
     )
     note = _aupc_note(summary)
     if note is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,6 +186,29 @@ def _analysis_config(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Run one command, under torchrun on every rank (see :mod:`audio_concepts.sharding`)."""
+    from audio_cnn.distributed import process_group, torchrun_env
+
+    launched = torchrun_env()
+    if launched is None:
+        return _command(args)
+    if args.command == "demo":
+        raise ValueError(
+            "the demo runs on one process; under torchrun run its steps instead: audio-cnn "
+            "train, then zennit-drsa fit, explain, evaluate and report (or sweep)"
+        )
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with process_group(device):
+        if launched[0] == 0:
+            return _command(args)
+        # The other ranks compute their shares and stay silent: rank 0 speaks for all.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return _command(args)
+
+
+def _command(args: argparse.Namespace) -> int:
     from audio_concepts import analysis
 
     progress = not args.no_progress

@@ -51,6 +51,9 @@ DEMO_KS = (2, 4, 8)
 # Analysis seeds (random baseline, DRSA/DSA starts) as offsets from the demo's seed.
 DEMO_SEEDS = (0, 1, 2)
 _RECORDED = "demo_sweep.json"
+# Validation clips per class each swept pair is evaluated on: fewer than the demo's final
+# evaluation (AnalysisConfig's default) to keep the nine pairs affordable on two cores.
+SWEEP_CLIPS_PER_CLASS = 40
 # K when no measure is validated at every swept pair: one concept per sound object of a
 # toy class (four), fixed before any figure was seen.
 FALLBACK_K = 4
@@ -152,7 +155,9 @@ def run_demo(
             out_dir / "sweep",
             layers=[model.block_output(block) for block in DEMO_BLOCKS],
             n_subspaces=DEMO_KS,
-            config=dataclasses.replace(base, eval_split="val"),
+            config=dataclasses.replace(
+                base, eval_split="val", eval_clips_per_class=SWEEP_CLIPS_PER_CLASS
+            ),
             progress=progress,
         )
         origin = f"computed by this demo in {out_dir / 'sweep'}"

@@ -38,7 +38,8 @@ from audio_concepts.fit import Subspaces
 from audio_concepts.measures import MEASURES, deletion_name
 from audio_concepts.plots import plot_flipping_curves, plot_sanity_checks
 from audio_concepts.sanity_checks import sanity_checks
-from audio_concepts.scoring import FlippingSettings, score_layer, score_maps
+from audio_concepts.scoring import FlippingSettings, floats, score_layer, score_maps
+from audio_concepts.sharding import concatenate_lists, gather_parts, on_rank0, share
 from audio_concepts.workspace import AnalysisState, Workspace
 from zennit_drsa.composites import audio_composite
 from zennit_drsa.estimators import SubspaceEstimator
@@ -95,23 +96,7 @@ def evaluate_explanations(
     """
     model, config = data.model, state.config
     device = model.device
-    folder = workspace.evaluation_dir
-    metrics = score_clips(
-        model.network,
-        model.frontend,
-        model.class_names,
-        data.split_clips(config.eval_split),
-        data.cache,
-        split=config.eval_split,
-        n_chunks=model.eval_chunks,
-        span_seconds=model.eval_span_seconds,
-        short_clips=model.short_clips,
-        out_dir=folder,
-        device=device,
-        progress=progress,
-    )
     inputs = explanations.inputs
-    logmel = torch.from_numpy(inputs["logmel"])
     labels = inputs["labels"]
     clips = [str(clip) for clip in inputs["clips"]]
     removal = config.removal if config.removal is not None else model.frontend.floor
@@ -127,21 +112,51 @@ def evaluate_explanations(
         batch_size=128,
         device=device,
     )
-    masks = data.object_masks(clips)
+    # Under torchrun each rank scores its share of the inputs; gathered in rank order below.
+    part = share(len(labels))
+    local = _score_share(
+        data, state, explanations, subspaces, part, settings, clips, progress=progress
+    )
+    merged = _merge(gather_parts(local))
+
+    def finish() -> dict[str, Any]:
+        # Whole-split and whole-folder work: one process computes and writes it.
+        return _finish(data, workspace, state, explanations, subspaces, merged, progress)
+
+    return on_rank0(finish, "evaluate")
+
+
+def _score_share(
+    data: AudioData,
+    state: AnalysisState,
+    explanations: Explanations,
+    subspaces: Subspaces,
+    part: slice,
+    settings: FlippingSettings,
+    clips: list[str],
+    *,
+    progress: bool,
+) -> dict[str, Any]:
+    """Every decomposition's per-input measures on the inputs ``part``, and its curves."""
+    config = state.config
+    inputs = explanations.inputs
+    logmel = torch.from_numpy(inputs["logmel"][part])
+    labels = inputs["labels"][part]
+    masks = data.object_masks(clips[part])
     masks = None if masks is None else [_fit_mask(m, logmel.shape[-2:]) for m in masks]
-    changes = exact.build_interventions(data, clips) if masks is not None else None
+    changes = exact.build_interventions(data, clips[part]) if masks is not None else None
     scorer = _Scorer(data, state, logmel, labels, settings, masks, changes)
 
-    results: dict[str, Any] = {"fit_id": state.fit_id, "labels": labels.tolist()}
-    results["methods"] = {}
+    methods: dict[str, list[dict[str, Any]]] = {}
+    references: dict[str, Any] | None = None
     curves: dict[str, list[PatchFlippingResult]] = {}
     jobs = list(explanations.maps)
     standard_job = ("drsa", config.seeds[0]) if "drsa" in config.methods else jobs[0]
     for method, seed in tqdm(jobs, desc="evaluate", disable=not progress):
-        maps = explanations.maps[(method, seed)]["heatmaps"]
+        maps = explanations.maps[(method, seed)]["heatmaps"][part]
         flipped: dict[str, Any] = {}
         record = scorer.score(maps[:, :-1], subspaces.get((method, seed)), curves=flipped)
-        results["methods"].setdefault(method, []).append({"seed": seed, **record})
+        methods.setdefault(method, []).append({"seed": seed, **record})
         curves.setdefault(method, []).append(flipped[config.ordering])
         if (method, seed) == standard_job:
             # The standard map as one concept is also the entangled reference: scored once.
@@ -153,21 +168,115 @@ def evaluate_explanations(
                 if name not in _TRUTH_KEYS
             }
             record = scorer.score(standard, None, truth=False, maps=truth_free)
-            results["methods"]["standard"] = [{"seed": seed, **record}]
+            methods["standard"] = [{"seed": seed, **record}]
             curves["standard"] = [flipped[config.ordering]]
             if masks is not None and config.references:
-                results["references"] = _references(scorer, standard, entangled, progress)
-    results["measures"] = [
-        m.name for m in MEASURES if m.name in results["methods"][jobs[0][0]][0]["measures"]
-    ]
-    if changes is not None:
-        results["fitness"] = exact.task_fitness(model, changes, labels)
+                references = _references(scorer, standard, entangled, progress)
+    return {"methods": methods, "references": references, "curves": curves}
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ranks' shares joined in rank order: per-input lists concatenated, selectivity
+    matrices averaged weighted by each share's valid inputs, curves pooled."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+
+    def records(pools: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        joined = []
+        for shares in zip(*pools, strict=True):
+            record = dict(shares[0])
+            for key, value in shares[0].items():
+                if key == "measures":
+                    record[key] = {
+                        name: concatenate_lists([s[key][name] for s in shares]) for name in value
+                    }
+                elif isinstance(value, list) and key != "selectivity_matrix":
+                    record[key] = concatenate_lists([s[key] for s in shares])
+            record["selectivity_matrix"] = _pooled_matrix(shares)
+            joined.append(record)
+        return joined
+
+    merged: dict[str, Any] = {
+        "methods": {
+            name: records([p["methods"][name] for p in parts]) for name in first["methods"]
+        },
+        "curves": {name: [c for p in parts for c in p["curves"][name]] for name in first["curves"]},
+        "references": None,
+    }
+    if first["references"] is not None:
+        references: dict[str, Any] = {"layer": first["references"].get("layer")}
+        for name, value in first["references"].items():
+            if name == "eligible":
+                references[name] = concatenate_lists([p["references"][name] for p in parts])
+            elif isinstance(value, list):
+                references[name] = records([p["references"][name] for p in parts])
+        merged["references"] = references
+    return merged
+
+
+def _pooled_matrix(shares: tuple[dict[str, Any], ...]) -> list[list[float | None]] | None:
+    """The mean selectivity matrix over all valid inputs, from each share's mean and count."""
+    total, weight = None, 0
+    for share_record in shares:
+        matrix = share_record.get("selectivity_matrix")
+        valid = sum(v is not None for v in share_record["measures"].get("selectivity", []))
+        if matrix is None or valid == 0:
+            continue
+        values = np.array([[np.nan if v is None else v for v in row] for row in matrix])
+        total = values * valid if total is None else total + values * valid
+        weight += valid
+    if total is None:
+        return shares[0].get("selectivity_matrix")
+    return [floats(row) for row in total / weight]
+
+
+def _finish(
+    data: AudioData,
+    workspace: Workspace,
+    state: AnalysisState,
+    explanations: Explanations,
+    subspaces: Subspaces,
+    merged: dict[str, Any],
+    progress: bool,
+) -> dict[str, Any]:
+    """Accuracy, task fitness, sanity checks and overlap; ``results.json`` and figures."""
+    model, config = data.model, state.config
+    folder = workspace.evaluation_dir
+    metrics = score_clips(
+        model.network,
+        model.frontend,
+        model.class_names,
+        data.split_clips(config.eval_split),
+        data.cache,
+        split=config.eval_split,
+        n_chunks=model.eval_chunks,
+        span_seconds=model.eval_span_seconds,
+        short_clips=model.short_clips,
+        out_dir=folder,
+        device=model.device,
+        progress=progress,
+    )
+    labels = explanations.inputs["labels"]
+    methods = merged["methods"]
+    results: dict[str, Any] = {"fit_id": state.fit_id, "labels": labels.tolist()}
+    results["methods"] = methods
+    if merged["references"] is not None:
+        results["references"] = merged["references"]
+    first = next(iter(methods.values()))[0]["measures"]
+    results["measures"] = [m.name for m in MEASURES if m.name in first]
+    if "recovery" in first:
+        clips = [str(clip) for clip in explanations.inputs["clips"]]
+        changes = exact.build_interventions(data, clips)
+        if changes is not None:
+            results["fitness"] = exact.task_fitness(model, changes, labels)
+    standard_job = ("drsa", config.seeds[0]) if "drsa" in config.methods else next(iter(subspaces))
     results["sanity"] = _sanity(data, state, explanations, subspaces, standard_job, folder)
     results["accuracy"] = metrics["accuracy"]
     results["n_inputs"] = len(labels)
     results["overlap"] = _overlap(explanations, config.n_subspaces)
     plot_flipping_curves(
-        curves,
+        merged["curves"],
         folder / "flipping.png",
         title=f"Patch flipping ({config.ordering}, patches {config.patch_size})",
     )

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from audio_concepts.data import AudioData
 from audio_concepts.fit import Subspaces
+from audio_concepts.sharding import gather_parts, share
 from audio_concepts.workspace import AnalysisState, Workspace
 from zennit_drsa import DRSAAttributor, load
 from zennit_drsa.composites import audio_composite
@@ -114,18 +115,25 @@ def explain_chunks(
         "labels": labels.numpy(),
         "clips": np.array([data.relative_name(chunks.clips[clip].path) for *_, clip in items]),
     }
-    maps = {
+    # Under torchrun each rank explains its share of the chunks; gathered in rank order.
+    part = share(len(labels))
+    local = {
         key: concept_maps(
             model.network,
             config.composite,
             state.layer,
             per_class,
-            inputs,
-            labels,
+            inputs[part],
+            labels[part],
             batch_size=config.batch_size,
             device=device,
         )
         for key, per_class in tqdm(subspaces.items(), desc="explain", disable=not progress)
+    }
+    parts = gather_parts(local)
+    maps = {
+        key: {name: np.concatenate([p[key][name] for p in parts]) for name in local[key]}
+        for key in local
     }
     return Explanations(explained, maps)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import uuid
 
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from audio_concepts.config import AnalysisConfig
 from audio_concepts.data import FIT_CHUNKS, AudioData
 from audio_concepts.planning import LayerPlan
+from audio_concepts.sharding import gather_parts, is_writer, on_rank0, share, world
 from audio_concepts.workspace import AnalysisState, Workspace
 from zennit_drsa import collect, save
 from zennit_drsa.composites import audio_composite
@@ -61,8 +63,11 @@ def fit_subspaces(
     """
     model = data.model
     device = model.device
-    fit_id = uuid.uuid4().hex
-    workspace.forget_fit()
+    # Under torchrun every rank takes rank 0's id; rank 0 alone writes (see sharding).
+    fit_id = on_rank0(lambda: uuid.uuid4().hex, "fit")
+    if is_writer():
+        workspace.forget_fit()
+    distributed = world()[1] > 1
     composite = audio_composite(config.composite, model.network)
     fit_clips: dict[str, dict[str, int]] = {}
     subspaces: Subspaces = {}
@@ -71,22 +76,36 @@ def fit_subspaces(
         clips = data.train_clips(label, config)
         if not clips:
             raise ValueError(f"class {name!r} has no training clips in {data.root}")
+        chunks = data.chunks(clips, FIT_CHUNKS)
+        # Each rank collects a contiguous share of the chunks, drawing the locations of their
+        # positions in the whole, so that the shares together are one process's pairs.
+        part = share(len(chunks), f"training chunks of class {name!r}")
         pairs = collect(
             model.network,
             composite,
             plan.layer,
-            data.input_batches(data.chunks(clips, FIT_CHUNKS), config.batch_size, device),
+            data.input_batches(
+                Subset(chunks, range(part.start, part.stop)), config.batch_size, device
+            ),
             label,
             n_locations=plan.n_locations,
             random_state=config.seeds[0],
             device=device,
             progress=False,
+            first_index=part.start,
         )
-        fit_clips[name] = {"clips": len(clips), "vectors": pairs.n_vectors}
+        n_vectors = sum(gather_parts(pairs.n_vectors))
+        fit_clips[name] = {"clips": len(clips), "vectors": n_vectors}
         for method in config.methods:
             for seed in config.method_seeds(method):
                 estimator = make_estimator(method, config, plan.subspace_dim, seed, device)
+                # Data-parallel: sums over samples are all-reduced; identical on every rank.
+                estimator.set_params(distributed=distributed)
                 estimator.fit(pairs.activations, context=pairs.context)
+                estimator.set_params(distributed=False)  # the saved estimator works alone
+                subspaces.setdefault((method, seed), {})[label] = estimator
+                if not is_writer():
+                    continue
                 save(
                     estimator,
                     workspace.subspace_path(method, name, seed),
@@ -98,7 +117,6 @@ def fit_subspaces(
                         "fit_id": fit_id,
                     },
                 )
-                subspaces.setdefault((method, seed), {})[label] = estimator
     state = AnalysisState(
         model_name=model.name,
         run=None if model.run is None else str(model.run),

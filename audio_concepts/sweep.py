@@ -25,6 +25,7 @@ reused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -42,6 +43,7 @@ from audio_concepts.analysis import Analysis, ModelSource
 from audio_concepts.config import AnalysisConfig
 from audio_concepts.measures import MEASURES
 from audio_concepts.planning import plan_layer
+from audio_concepts.sharding import is_writer
 from audio_concepts.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -226,7 +228,13 @@ def sweep_concepts(
     source = {"run": first.model.name, "data_dir": str(first.data.root.resolve())}
     finished = {pair: _finished(out_dir, pair, configs[pair], source) for pair in pairs}
 
-    with lock_folder(out_dir, what="sweep folder", hint="or sweep into another --out"):
+    # Under torchrun every rank computes each pair's shares; rank 0 alone locks and writes.
+    holding = (
+        lock_folder(out_dir, what="sweep folder", hint="or sweep into another --out")
+        if is_writer()
+        else contextlib.nullcontext()
+    )
+    with holding:
         summaries: dict[tuple[str, int], dict[str, Any]] = {}
         for pair in pairs:
             if finished[pair] is not None:
@@ -241,7 +249,8 @@ def sweep_concepts(
             analysis.evaluate(progress=progress)
             summaries[pair] = analysis.summary()
             entry = {"config": configs[pair].to_dict(), **source, "summary": summaries[pair]}
-            write_json_atomic(folder / _ENTRY, entry)
+            if is_writer():
+                write_json_atomic(folder / _ENTRY, entry)
 
         settings = {k: v for k, v in config.to_dict().items() if k not in ("layer", "n_subspaces")}
         result = SweepResult(
@@ -255,8 +264,9 @@ def sweep_concepts(
             reused=tuple(pair for pair in pairs if finished[pair] is not None),
             settings={**settings, **source},
         )
-        write_json_atomic(out_dir / "sweep.json", result.to_dict())
-        plot_sweep(result, out_dir / "sweep.png")
+        if is_writer():
+            write_json_atomic(out_dir / "sweep.json", result.to_dict())
+            plot_sweep(result, out_dir / "sweep.png")
     return result
 
 

@@ -488,3 +488,36 @@ def test_analysis_report_explains_aupcs_outside_zero_to_one_when_there_are_any(a
     paragraphs = [document.text.get(index, "") for index, _, _ in document.tags("p")]
     notes = [text for text in paragraphs if "outside [0, 1]" in text]
     assert len(notes) == (0 if all(0 <= v <= 1 for v in aupcs) else 1)
+
+
+def test_the_meta_evaluation_and_sanity_sections_render(tmp_path):
+    # The planted summary of the meta-evaluation tests, with a real sanity figure beside it.
+    from test_meta_evaluation import FITNESS, SANITY, TITLES, _state, _summary_results
+
+    from audio_concepts.evaluation_report import add_evaluation_sections
+    from audio_concepts.summary import summarize
+
+    summary = summarize(_state(), _summary_results(fitness=FITNESS, sanity=SANITY))
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "sanity.png").write_bytes(_grid_png((255, 0, 255), 0))
+    report = Report("DRSA concepts of the toy task")
+    add_evaluation_sections(report, summary, evaluation)
+    page = report.write(tmp_path / "report.html")
+    (tmp_path / "dom").mkdir()
+    dom, requests = _chromium(page, tmp_path / "dom", "--dump-dom")
+    assert requests == []  # nothing from the network (see the requests test above)
+    document = _Elements(dom)
+    headings = [document.text.get(i, "").strip() for i, _, _ in document.tags("h2")]
+    for title in TITLES:
+        assert title in headings
+    tables = document.tags("table")
+    # Headline: one table per validated measure; meta-evaluation: the verdicts and the
+    # references' means; separation: one.
+    validated = sum(row["validated"] for row in summary["measures"].values())
+    assert len(tables) == validated + 2 + 1
+    images = [a for _, a, _ in document.tags("img")]
+    assert len(images) == 1 and images[0]["src"].startswith("data:image/png;base64,")
+    # The figure sits below the tables; opened at its fragment it is shown over the page.
+    pixels, _ = _screenshot(page, tmp_path / "shot", "#figure-1")
+    assert _colour_box(pixels, (255, 0, 255)) is not None

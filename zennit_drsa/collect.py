@@ -355,6 +355,7 @@ def collect(
     device: str | torch.device | None = None,
     progress: bool = True,
     precision: Precision = "full",
+    first_index: int = 0,
 ) -> Collection:
     """Sample activation and context vectors of ``layer`` over a data set.
 
@@ -393,6 +394,11 @@ def collect(
     precision:
         ``"full"`` (default): LRP in float32 without TF32 on CUDA, whatever the global
         settings (see :mod:`zennit_drsa.precision`); ``"tf32"``: keep PyTorch's settings.
+    first_index:
+        Position of the first input in a larger data set that several calls (e.g. the ranks
+        of a ``torch.distributed`` job, each with its contiguous share) collect in parts:
+        rows then carry global input indices and draw the locations of those positions, so
+        the parts concatenated equal one call on the whole data set.
 
     Returns
     -------
@@ -420,8 +426,16 @@ def collect(
         device=device,
         progress=progress,
         precision=precision,
-        first_index=0,
+        first_index=_check_first_index(first_index),
     )
+
+
+def _check_first_index(first_index: Any) -> int:
+    if isinstance(first_index, bool) or not isinstance(first_index, int | np.integer):
+        raise TypeError(f"first_index must be an int, got {type(first_index).__name__}")
+    if first_index < 0:
+        raise ValueError(f"first_index must be >= 0, got {first_index}")
+    return int(first_index)
 
 
 def _collect(
