@@ -1,4 +1,4 @@
-"""The ``audio-cnn`` command: synthesise the toy task, train, evaluate, predict."""
+"""The ``audio-cnn`` command: write a synthetic task, train, evaluate, predict."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from audio_cnn.command import HelpFormatter, read_settings, run_command
 __all__ = ["main"]
 
 _PRESETS = ("toy", "gtzan")
+# Synthetic tasks of `synth` (SyntheticTask classmethods) → the preset to train them with.
+_TASKS = {"toy": "toy", "scenes": "gtzan"}
 
 # Flags that map one-to-one onto TrainConfig fields: field name → (type, help). Their default
 # is None ("not given"): the preset's value, or the --config file's, applies.
@@ -85,8 +87,15 @@ def _build_parser() -> argparse.ArgumentParser:
             name, help=summary, description=summary, formatter_class=_HelpFormatter
         )
 
-    synth = command("synth", "write the synthetic toy task as a WAV folder")
-    synth.add_argument("directory", type=Path, help="folder to write the toy task into")
+    synth = command("synth", "write a synthetic task (the toy task by default) as a WAV folder")
+    synth.add_argument("directory", type=Path, help="folder to write the task into")
+    synth.add_argument(
+        "--task",
+        choices=_TASKS,
+        default="toy",
+        help="toy: 2 classes of 1 s clips, four objects each (train with the toy preset); "
+        "scenes: 4 classes of 3 s clips, three objects each (train with --preset gtzan)",
+    )
     synth.add_argument(
         "--clips-per-class",
         type=int,
@@ -215,13 +224,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "synth":
         from audio_cnn.synthetic import SyntheticTask, write_synthetic_dataset
 
+        task = getattr(SyntheticTask, args.task)(seed=args.seed)
         root = write_synthetic_dataset(
             args.directory,
-            SyntheticTask.toy(seed=args.seed),
+            task,
             clips_per_class=args.clips_per_class,
             progress=not args.no_progress,
         )
-        print(f"wrote the toy task to {root}")
+        print(f"wrote the {args.task} task to {root}")
+        if _TASKS[args.task] != "toy":  # `train` picks the toy preset for synthetic data
+            print(f"train it with: audio-cnn train {root} --preset {_TASKS[args.task]} --out RUN")
     elif args.command == "train":
         from audio_cnn.distributed import torchrun_env
         from audio_cnn.train import train

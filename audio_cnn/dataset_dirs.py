@@ -3,7 +3,8 @@
 The training and evaluation commands accept three layouts and tell them apart here:
 
 * a synthetic dataset written by :func:`audio_cnn.synthetic.write_synthetic_dataset`
-  (``synthetic.json`` at the root; front-end preset ``toy``);
+  (``synthetic.json`` at the root; front-end preset from the clips' length: ``toy`` for the
+  1 s toy task, ``gtzan`` for the 3 s scenes task);
 * a GTZAN tree (``genres_original/<genre>/<genre>.000NN.wav``; preset ``gtzan``);
 * any folder with one subfolder per class (split lists in ``splits/`` if present); its
   preset comes from the clips' durations (:func:`~audio_cnn.chunks.fitting_preset`), read
@@ -136,9 +137,9 @@ class DatasetDir:
     kind:
         ``"synthetic"``, ``"gtzan"`` or ``"folder"``.
     preset:
-        Default front-end/model preset for this data (``"toy"`` or ``"gtzan"``): ``"toy"``
-        for synthetic data, ``"gtzan"`` for a GTZAN layout, and for a plain folder the
-        preset whose chunks fit the median clip (:func:`~audio_cnn.chunks.fitting_preset`).
+        Default front-end/model preset for this data (``"toy"`` or ``"gtzan"``):
+        ``"gtzan"`` for a GTZAN layout, and for synthetic data and a plain folder the preset
+        whose chunks fit the median clip (:func:`~audio_cnn.chunks.fitting_preset`).
     class_names:
         Class names in label order.
     splits:
@@ -187,6 +188,13 @@ def _measured(
     durations = clip_durations([clip.path for clips in splits.values() for clip in clips])
     if kind == "folder":
         preset, reason = _preset_from(durations)
+    elif kind == "synthetic" and durations.median is not None:
+        # The toy task's 1 s clips take the toy preset, the 3 s scenes task the gtzan one.
+        preset = fitting_preset(durations.median)
+        reason = (
+            f"preset {preset!r} ({_chunk_seconds(preset):g} s chunks): a synthetic dataset "
+            f"of clips this long; {durations}"
+        )
     else:
         preset = "toy" if kind == "synthetic" else "gtzan"
         layout = "a synthetic dataset" if kind == "synthetic" else "a GTZAN layout"

@@ -9,6 +9,8 @@ distribution for every class, and white noise, then peak-normalises the mix.
 
 :meth:`SyntheticTask.toy` is the reference task (two classes, four objects each, whose classes
 differ in one property per object, so that only the objects decide the class).
+:meth:`SyntheticTask.scenes` is a 3 s task for the reference front-end (four classes, three
+objects of their own each, sounding in random windows of the clip).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from audio_cnn.frontend import LogMel
 
 __all__ = [
+    "SCENE_OBJECTS",
     "TOY_OBJECTS",
     "SoundObject",
     "SyntheticClip",
@@ -47,6 +50,7 @@ __all__ = [
     "object_masks",
     "pulsed_tone",
     "sawtooth_tone",
+    "sound_event",
     "two_note_melody",
     "write_synthetic_dataset",
 ]
@@ -304,6 +308,48 @@ def modulated_tone(
     return SoundObject(name, synth, (band_hz,))
 
 
+def _sound_event(
+    rng: np.random.Generator,
+    n_samples: int,
+    sample_rate: int,
+    *,
+    synthesize: Synthesizer,
+    seconds: tuple[float, float],
+    ramp_seconds: float,
+) -> np.ndarray:
+    # The inner sound draws first, so its parameters are those it has without the window.
+    wave = np.asarray(synthesize(rng, n_samples, sample_rate), dtype=np.float64)
+    duration = n_samples / sample_rate
+    length = min(rng.uniform(*seconds), duration)
+    onset = rng.uniform(0.0, duration - length)
+    start = min(n_samples - 1, round(onset * sample_rate))
+    stop = min(n_samples, start + max(1, round(length * sample_rate)))
+    gate = np.zeros(n_samples)
+    gate[start:stop] = _ramped_gate(stop - start, round(ramp_seconds * sample_rate))
+    return wave * gate
+
+
+def sound_event(
+    obj: SoundObject, seconds: tuple[float, float], ramp_seconds: float = 0.05
+) -> SoundObject:
+    """``obj`` sounding during one random window of the clip, silent elsewhere.
+
+    The window lasts a random ``seconds`` (uniform; capped at the clip's length) and starts at
+    a random time that keeps it inside the clip; raised-cosine ramps of ``ramp_seconds`` open
+    and close it. Name and bands are ``obj``'s.
+    """
+    low, high = (float(v) for v in seconds)
+    if not 0 < low <= high < math.inf or not 0 <= ramp_seconds < math.inf:
+        raise ValueError(
+            f"need 0 < seconds[0] <= seconds[1] and ramp_seconds >= 0, got {seconds} and "
+            f"{ramp_seconds}"
+        )
+    synth = functools.partial(
+        _sound_event, synthesize=obj.synthesize, seconds=(low, high), ramp_seconds=ramp_seconds
+    )
+    return SoundObject(obj.name, synth, obj.bands)
+
+
 def _toy_objects() -> dict[str, SoundObject]:
     objects = [
         pulsed_tone("pulse_slow", (100.0, 150.0), rate_hz=(2.0, 3.0)),
@@ -322,6 +368,48 @@ TOY_OBJECTS: Mapping[str, SoundObject] = MappingProxyType(_toy_objects())
 """The sound objects of :meth:`SyntheticTask.toy`, by name (class 0 uses ``pulse_slow``,
 ``saw_rising``, ``harmonic_tone``, ``mod_tone_low``; class 1 ``pulse_fast``, ``saw_falling``,
 ``melody``, ``mod_tone_high``)."""
+
+
+def _scene_objects() -> dict[str, SoundObject]:
+    # Each class owns one object in each of three regions (low, mid, high); within a region
+    # the four classes take separate bands. The kind of sound a class gets in a region varies,
+    # so no kind (pulses, sawtooth envelopes, harmonic stacks, vibrato) marks a class. Each
+    # object sounds in one random window (seconds range after it): long ones for the rhythmic
+    # low sounds, so that several periods show, shorter ones higher up.
+    classes = [
+        [  # scene0: slow low pulses, a steady three-partial tone, a low whistle
+            (pulsed_tone("scene0_thump", (90.0, 105.0), rate_hz=(2.0, 3.0)), (1.5, 3.0)),
+            (harmonic_tone("scene0_organ", (540.0, 570.0), n_harmonics=3), (1.0, 2.5)),
+            (modulated_tone("scene0_whistle", (2200.0, 2500.0), vibrato_hz=60.0), (0.6, 1.8)),
+        ],
+        [  # scene1: fast low pulses, a two-note melody with two partials, a middle whistle
+            (pulsed_tone("scene1_knock", (150.0, 170.0), rate_hz=(6.0, 8.0)), (1.5, 3.0)),
+            (
+                two_note_melody("scene1_melody", (660.0, 680.0), (720.0, 740.0), n_harmonics=2),
+                (1.0, 2.5),
+            ),
+            (modulated_tone("scene1_whistle", (3000.0, 3350.0), vibrato_hz=60.0), (0.6, 1.8)),
+        ],
+        [  # scene2: a rising low sawtooth, a falling mid sawtooth, high beeps
+            (sawtooth_tone("scene2_swell", (240.0, 270.0), (2.0, 4.0), rising=True), (1.5, 3.0)),
+            (sawtooth_tone("scene2_fade", (850.0, 920.0), (3.0, 5.0), rising=False), (1.0, 2.5)),
+            (pulsed_tone("scene2_beep", (4000.0, 4450.0), rate_hz=(4.0, 6.0)), (0.6, 1.8)),
+        ],
+        [  # scene3: a falling low sawtooth, mid pings, a high whistle
+            (sawtooth_tone("scene3_decay", (370.0, 410.0), (2.0, 4.0), rising=False), (1.5, 3.0)),
+            (pulsed_tone("scene3_ping", (1200.0, 1280.0), rate_hz=(3.0, 4.0)), (1.0, 2.5)),
+            (modulated_tone("scene3_whistle", (5300.0, 5900.0)), (0.6, 1.8)),
+        ],
+    ]
+    objects = [sound_event(obj, seconds) for objects in classes for obj, seconds in objects]
+    return {obj.name: obj for obj in objects}
+
+
+SCENE_OBJECTS: Mapping[str, SoundObject] = MappingProxyType(_scene_objects())
+"""The sound objects of :meth:`SyntheticTask.scenes`, by name; class ``sceneN`` uses the three
+named ``sceneN_*`` (in this order: low, mid, high)."""
+
+_BUILTIN_OBJECTS: Mapping[str, SoundObject] = MappingProxyType({**TOY_OBJECTS, **SCENE_OBJECTS})
 
 
 @dataclass(frozen=True, eq=False)
@@ -553,6 +641,57 @@ class SyntheticTask:
             **overrides,
         )
 
+    @classmethod
+    def scenes(cls, seed: int = 0, **overrides: Any) -> SyntheticTask:
+        """A 3 s task for the reference (``gtzan``) front-end: 4 classes × 3 objects of their own.
+
+        One clip is exactly one model chunk of the ``gtzan`` preset (3 s at 16 kHz: 48000
+        samples, 128 frames at hop 360). Class ``sceneN`` owns the objects ``sceneN_*`` of
+        :data:`SCENE_OBJECTS`, one in each of three frequency regions, and no object or band is
+        shared between classes, so a class's evidence is its own objects and nothing else:
+
+        ========  =====================  ==========================  =========================
+        class     low (pure tone)        mid                         high
+        ========  =====================  ==========================  =========================
+        scene0    pulses 2–3/s, 90–105   steady tone, 540–570 Hz     vibrato tone 2.2–2.5 kHz
+                  Hz                     fundamental, 3 partials
+        scene1    pulses 6–8/s, 150–170  two-note melody 660–740     vibrato tone 3.0–3.35
+                  Hz                     Hz, 2 partials              kHz
+        scene2    rising sawtooth        falling sawtooth envelope,  pulses 4–6/s, 4.0–4.45
+                  envelope, 240–270 Hz   850–920 Hz                  kHz
+        scene3    falling sawtooth       pulses 3–4/s, 1.2–1.28 kHz  vibrato tone 5.3–5.9 kHz
+                  envelope, 370–410 Hz
+        ========  =====================  ==========================  =========================
+
+        Every object sounds in one random window of the clip (:func:`sound_event`; low
+        objects 1.5–3 s, mid 1–2.5 s, high 0.6–1.8 s, with 50 ms ramps), so a clip's objects
+        overlap partly in time and lie apart in frequency, and their masks differ in both. A
+        clip holds 1, 2 or 3 of its class's objects with probabilities 0.2, 0.4, 0.4 (80 % have
+        the two or more that concept recovery needs), over 4–8 distractor sinusoids (0.25–3 s,
+        −30…−18 dB) drawn the same way for every class in the gaps between all classes' bands
+        (±5 % margin: above 1 kHz a mel band of the front-end is 2–4 % wide), and white noise.
+
+        Why: on a task whose classes share objects, or whose background carries class
+        evidence, removing a class's objects need not remove its logit, and a flipping measure
+        on that logit then means little (METHOD.md §5). With four classes each needing its
+        own objects, and a background that is the same for all, the logit should rest on the
+        objects; check it per model (remove a clip's objects, see whether its logit halves).
+        ``overrides`` replace any other field.
+        """
+        fields: dict[str, Any] = {
+            "class_names": tuple(f"scene{i}" for i in range(4)),
+            "class_objects": tuple(
+                tuple(SCENE_OBJECTS[n] for n in SCENE_OBJECTS if n.startswith(f"scene{i}_"))
+                for i in range(4)
+            ),
+            "duration": 3.0,
+            "object_count_probs": (0.2, 0.4, 0.4),
+            "distractor_count": (4, 8),
+            "distractor_band_margin": 0.05,
+            "seed": seed,
+        }
+        return cls(**{**fields, **overrides})
+
     @property
     def n_samples(self) -> int:
         """Samples per clip."""
@@ -733,7 +872,8 @@ class SyntheticTask:
         data:
             Output of :meth:`to_dict`; unknown keys are an error.
         objects:
-            Sound objects by name for names that are not in :data:`TOY_OBJECTS`.
+            Sound objects by name for names that are not built in (:data:`TOY_OBJECTS`,
+            :data:`SCENE_OBJECTS`).
         """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
@@ -741,7 +881,7 @@ class SyntheticTask:
             raise ValueError(
                 f"unknown synthetic task keys {sorted(unknown)}; known: {sorted(known)}"
             )
-        catalogue = {**TOY_OBJECTS, **(objects or {})}
+        catalogue = {**_BUILTIN_OBJECTS, **(objects or {})}
         names = [name for class_names in data.get("class_objects", ()) for name in class_names]
         missing = sorted(set(names) - set(catalogue))
         if missing:
@@ -930,7 +1070,8 @@ def load_synthetic_task(
     root:
         Folder written by :func:`write_synthetic_dataset`.
     objects:
-        Sound objects by name, needed only for objects that are not in :data:`TOY_OBJECTS`.
+        Sound objects by name, needed only for objects that are not built in
+        (:data:`TOY_OBJECTS`, :data:`SCENE_OBJECTS`).
 
     Raises
     ------

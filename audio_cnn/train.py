@@ -410,7 +410,8 @@ def train(
         ``curves.png``.
     preset:
         ``"toy"`` or ``"gtzan"`` (front-end and model); default inferred from the data
-        (synthetic → toy, otherwise gtzan).
+        (GTZAN → gtzan; otherwise the preset whose chunks fit the median clip, e.g. toy for
+        the 1 s toy task and gtzan for the 3 s scenes task).
     config:
         Training settings; default ``TrainConfig.preset(preset)``.
     resume:
