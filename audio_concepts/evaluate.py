@@ -193,7 +193,8 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
                     }
                 elif isinstance(value, list) and key != "selectivity_matrix":
                     record[key] = concatenate_lists([s[key] for s in shares])
-            record["selectivity_matrix"] = _pooled_matrix(shares)
+            if "selectivity_matrix" in shares[0]:
+                record["selectivity_matrix"] = _pooled_matrix(shares)
             joined.append(record)
         return joined
 
