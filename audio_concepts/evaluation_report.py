@@ -78,6 +78,7 @@ def _comparison_rows(summary: dict[str, Any], name: str) -> list[dict[str, Any]]
         }
         for baseline, figures in comparisons.get(method, {}).items():
             row[f"− {baseline} [95 % CI]"] = _difference_text(figures)
+            row[f"median − {baseline}"] = figures["median_difference"]
             row[f"p vs {baseline}"] = figures["p_value"]
         rows.append(row)
     return rows

@@ -195,8 +195,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     First the accuracy and the task check; then, for each validated measure, each method's
     pooled mean ± s.e.m. and its paired difference against random, PRCA and DSA (mean, 95 %
-    CI, Wilcoxon p); then every measure that is not validated, marked, with the reason; last
-    the classic AUPC/recovery table and the warnings.
+    bootstrap CI of the mean, median — the Wilcoxon test follows the median's side where a
+    few large differences pull the mean away — and the Wilcoxon p); then every measure that
+    is not validated, marked, with the reason; last the classic AUPC/recovery table and the
+    warnings.
     """
     lines = [
         f"{summary['settings']['eval_split']} accuracy {summary['accuracy']:.4f}; "
@@ -253,7 +255,8 @@ def _measure_lines(summary: dict[str, Any], name: str) -> list[str]:
             low, high = figures["ci"]
             text += (
                 f"  vs {baseline} {_signed(figures['mean_difference'])} "
-                f"[{_signed(low)}, {_signed(high)}] p={_p(figures['p_value'])}"
+                f"[{_signed(low)}, {_signed(high)}] median {_signed(figures['median_difference'])} "
+                f"p={_p(figures['p_value'])}"
             )
         lines.append(text)
     return lines
