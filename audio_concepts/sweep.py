@@ -55,6 +55,7 @@ __all__ = [
     "SweepRow",
     "best_pair",
     "choice_measures",
+    "choice_pairs",
     "format_sweep",
     "load_sweep",
     "plot_sweep",
@@ -159,6 +160,7 @@ class SweepResult:
             "accuracy": self.accuracy,
             "rows": [dataclasses.asdict(row) for row in self.rows],
             "choice_measures": choice_measures(self),
+            "choice_pairs": [list(pair) for pair in choice_pairs(self)],
             "selectivity_agreement": selectivity_agreement(self),
             "settings": self.settings,
         }
@@ -305,47 +307,70 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepResult:
 
 
 def choice_measures(result: SweepResult) -> list[str]:
-    """The measures validated at every swept layer and ``K``, in the order of
-    :data:`~audio_concepts.measures.MEASURES` (ground-truth measures first).
+    """The measures that choose settings, in order: the first measure (in the order of
+    :data:`~audio_concepts.measures.MEASURES`, ground-truth measures first) validated at some
+    swept pair, then, to break ties, the measures validated at every pair where it is.
 
-    Only these may choose settings: a measure validated at some pairs but not others would
-    compare trusted figures with untrusted ones.
+    Only figures of validated measures are compared: :func:`best_pair` looks only at the
+    pairs where the first measure is validated (:func:`choice_pairs`).
     """
-    pairs = {(row.layer, row.n_subspaces): row.validated for row in result.rows}
-    return [
-        measure.name
-        for measure in MEASURES
-        if pairs and all(validated.get(measure.name) for validated in pairs.values())
-    ]
+    pairs = _validated_by_pair(result)
+    for measure in MEASURES:
+        chosen = [pair for pair, validated in pairs.items() if validated.get(measure.name)]
+        if chosen:
+            ties = [
+                other.name
+                for other in MEASURES
+                if other is not measure and all(pairs[pair].get(other.name) for pair in chosen)
+            ]
+            return [measure.name, *ties]
+    return []
+
+
+def choice_pairs(result: SweepResult) -> list[tuple[str, int]]:
+    """The ``(layer, K)`` pairs :func:`best_pair` chooses from: those where the first of
+    :func:`choice_measures` is validated."""
+    usable = choice_measures(result)
+    if not usable:
+        return []
+    return [pair for pair, flags in _validated_by_pair(result).items() if flags.get(usable[0])]
+
+
+def _validated_by_pair(result: SweepResult) -> dict[tuple[str, int], dict[str, bool]]:
+    return {(row.layer, row.n_subspaces): row.validated for row in result.rows}
 
 
 def best_pair(result: SweepResult, method: str = "drsa") -> tuple[str, int]:
     """The ``(layer, K)`` where ``method``'s concepts are best by validated measures only.
 
-    The measures are those validated at every swept pair (:func:`choice_measures`), in
-    their fixed order: the best value of the first decides, ties go to the next. Only
-    ``method``'s rows are looked at, not its margin over the baselines, so the choice does
-    not favour a comparison; and no measure that failed its validation takes part.
+    The first of :func:`choice_measures` decides among the pairs where it is validated
+    (:func:`choice_pairs`); ties go to the next measures, validated at all of those pairs.
+    A pair where the measure failed its validation takes no part: its figure is not trusted
+    there. Only ``method``'s rows are looked at, not its margin over the baselines, so the
+    choice does not favour a comparison.
 
     Raises
     ------
     ValueError
-        If no measure is validated at every pair (then no choice can be justified: look at
+        If no measure is validated at any pair (then no choice can be justified: look at
         the sweep's figures and choose by hand, or sweep on data with known sound objects),
         or the sweep has no row of ``method`` with those measures.
     """
     usable = choice_measures(result)
     if not usable:
         raise ValueError(
-            "no measure is validated at every swept layer and K, so the sweep cannot choose "
+            "no measure is validated at any swept layer and K, so the sweep cannot choose "
             "settings by a measure it can trust; choose the layer and K yourself (see "
             "sweep.png), or sweep on synthetic data whose sound objects are known"
         )
+    pairs = set(choice_pairs(result))
     better = {measure.name: measure.better for measure in MEASURES}
     candidates = [
         row
         for row in result.rows
-        if row.method == method and any(row.measures.get(name) is not None for name in usable)
+        if row.method == method
+        and (row.layer, row.n_subspaces) in pairs
+        and row.measures.get(usable[0]) is not None
     ]
     if not candidates:
         raise ValueError(f"the sweep has no evaluated rows of method {method!r}")
@@ -413,7 +438,9 @@ def format_sweep(result: SweepResult) -> str:
     )
     lines = [
         f"{result.eval_split} accuracy {result.accuracy:.4f}",
-        "measures validated at every pair (the only ones that choose): "
+        "measures that choose (the first decides among the pairs where it is validated: "
+        + ", ".join(f"{layer} K={k}" for layer, k in choice_pairs(result))
+        + "): "
         + (", ".join(usable) if usable else "none"),
         header + "".join(f" {_short(name):>9}" for name in shown),
     ]

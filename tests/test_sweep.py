@@ -21,6 +21,7 @@ from audio_concepts.sweep import (
     SweepRow,
     best_pair,
     choice_measures,
+    choice_pairs,
     format_sweep,
     load_sweep,
     plot_sweep,
@@ -236,17 +237,25 @@ def test_best_pair_uses_only_the_methods_own_figures_on_validated_measures():
     assert choice_measures(result) == ["recovery", "deletion_round_robin"]
     assert best_pair(result) == ("b", 2)
     assert best_pair(result, "prca") == ("b", 4)
-    # Recovery not validated at one pair: it chooses nowhere, the validated AUPC decides.
+    # Recovery not validated at (a, 2): that pair takes no part; recovery decides among the
+    # others, and the tie-breaker is what is validated at all of those.
     partly = dataclasses.replace(result, rows=(
-        _row("a", 2, "drsa", 0.30, 0.60, ("deletion_round_robin",)), *rows[1:]
+        _row("a", 2, "drsa", 0.30, 0.99, ("deletion_round_robin",)), *rows[1:]
     ))  # fmt: skip
-    assert choice_measures(partly) == ["deletion_round_robin"]
-    assert best_pair(partly) == ("a", 4)
-    # No measure validated everywhere: no choice, and the error says what to do.
+    assert choice_pairs(partly) == [("a", 4), ("b", 2), ("b", 4)]
+    assert choice_measures(partly) == ["recovery", "deletion_round_robin"]
+    assert best_pair(partly) == ("b", 2)  # (a, 2)'s untrusted 0.99 is not looked at
+    # Recovery validated nowhere: the first measure validated somewhere decides.
+    no_recovery = dataclasses.replace(result, rows=tuple(
+        dataclasses.replace(row, validated={"deletion_round_robin": True}) for row in rows
+    ))  # fmt: skip
+    assert choice_measures(no_recovery) == ["deletion_round_robin"]
+    assert best_pair(no_recovery) == ("a", 4)
+    # No measure validated anywhere: no choice, and the error says what to do.
     none = dataclasses.replace(result, rows=tuple(
         dataclasses.replace(row, validated={}) for row in rows
     ))  # fmt: skip
-    with pytest.raises(ValueError, match="no measure is validated at every swept layer"):
+    with pytest.raises(ValueError, match="no measure is validated at any swept layer"):
         best_pair(none)
     with pytest.raises(ValueError, match="no evaluated rows of method 'dsa'"):
         best_pair(result, "dsa")
