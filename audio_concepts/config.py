@@ -48,7 +48,9 @@ class AnalysisConfig:
         to 10 evenly spaced chunks (one for a 1 s toy clip).
     eval_clips_per_class:
         Clips per class of ``eval_split`` that are explained and evaluated (first chunk of
-        each).
+        each). The default 100 is sized so that on the demo's task the 95 % CI of DRSA's
+        paired recovery difference against each baseline has a half-width of at most about
+        0.02 (measured: 0.0165–0.0205 with 90 per class, pooled over three seeds).
     eval_split:
         Split whose clips are explained and evaluated (and on which the accuracy is
         reported): ``"test"``, or ``"val"`` to choose settings (e.g. in a sweep over layers
@@ -109,7 +111,7 @@ class AnalysisConfig:
     subspace_dim: int | None = None
     n_locations: int = 20
     fit_clips_per_class: int | None = 200
-    eval_clips_per_class: int = 90
+    eval_clips_per_class: int = 100
     eval_split: str = "test"
     composite: str = "reference"
     methods: tuple[str, ...] = METHODS
