@@ -200,6 +200,14 @@ def _separation(report: Report, summary: dict[str, Any]) -> None:
             }
         )
     section.table(rows, caption="Interventional minus heatmap recovery, paired per input")
+    for name in ("interventional_recovery", "recovery"):
+        row = summary["measures"].get(name)
+        if row is not None and not row["validated"]:
+            section.paragraph(
+                f"Caution: {row['label']} is not validated on this task "
+                f"({_sentence(row['reason'])}), so this comparison cannot say where separation "
+                "is lost; it is shown for inspection only."
+            )
 
 
 def _sanity(report: Report, summary: dict[str, Any], evaluation_dir: Path) -> None:

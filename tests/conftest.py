@@ -50,4 +50,6 @@ def small_analysis():
         n_locations=4,
         max_iter=10,
         n_restarts=1,
+        # The tiny toy's test split has few clips with two or more objects; take all.
+        min_objects=1,
     )
