@@ -74,10 +74,10 @@ def _random_basis(dim: int, seed: int) -> Basis:
 def _thesis_maps(model, composite, layer, basis, x, attr_output) -> torch.Tensor:
     """Replicate the input K + 1 times; replica k carries a ⊙ P_k c down from the layer."""
     replicas = N_SUBSPACES + 1
-    components = torch.as_tensor(basis.components_, dtype=x.dtype)
+    components = torch.as_tensor(basis.components_, dtype=x.dtype, device=x.device)
     blocks = components.split(basis.subspace_sizes_)
     projectors = [block.T @ block for block in blocks]
-    projectors.append(torch.eye(components.shape[1]) - sum(projectors))
+    projectors.append(torch.eye(components.shape[1], device=x.device) - sum(projectors))
     with LayerContext(model, composite, layer) as context:
         output = context.forward(x.repeat(replicas, *([1] * (x.dim() - 1))))
         _, c = context.backward(output, attr_output.repeat(replicas, 1), retain_graph=True)
@@ -117,6 +117,8 @@ def _captum_lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
 def _timed(run: Callable[[], object]) -> tuple[float, float, object]:
     wall, cpu = time.perf_counter(), time.process_time()
     result = run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # kernels run asynchronously: time them to their end
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16, help="inputs per batch (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument(
         "--propagation",
         choices=PROPAGATIONS,
@@ -153,15 +156,16 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = AudioCNN.preset("gtzan").eval()
+    device = torch.device(args.device)
+    model = AudioCNN.preset("gtzan").eval().to(device)
     layer = model.block_output(4)
     basis = _random_basis(64, args.seed)
-    x = torch.randn(args.batch, 1, *model.config.input_shape)
+    x = torch.randn(args.batch, 1, *model.config.input_shape).to(device)
     target = 3
-    attr_output = nn.functional.one_hot(torch.full((args.batch,), target), 10).float()
+    attr_output = nn.functional.one_hot(torch.full((args.batch,), target), 10).float().to(device)
     print(
         f"AudioCNN 'gtzan' (random weights), batch {args.batch} × 1×128×128, layer {layer}, "
-        f"K = {N_SUBSPACES}, d_k = {SUBSPACE_DIM}, {args.threads} threads, "
+        f"K = {N_SUBSPACES}, d_k = {SUBSPACE_DIM}, device {device}, {args.threads} threads, "
         f"{args.repeats} rounds (medians), propagation {args.propagation!r}"
     )
     machine_check(args.threads, "before")

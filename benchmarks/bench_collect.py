@@ -5,7 +5,8 @@ own. The baseline is taken after the model, the input tensor and a warm-up run e
 the reported growth is the peak during ``collect`` above that baseline, minus the bytes of the
 returned arrays. Streaming means this residual stays flat as the number of inputs grows.
 
-Run: ``.venv/bin/python benchmarks/bench_collect.py [--sizes 64 256 1024] [--threads 1]``
+Run: ``.venv/bin/python benchmarks/bench_collect.py [--sizes 64 256 1024] [--threads 1]
+[--device cuda]``
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ WARMUP_INPUTS = 8 * BATCH_SIZE
 LAYER = "features.7"  # ReLU of the third conv block: 32 channels on a 16×16 map
 
 
-def _child(n_inputs: int, threads: int) -> dict[str, float]:
+def _child(n_inputs: int, threads: int, device: str) -> dict[str, float]:
     import torch
     from torch import nn
     from zennit.composites import EpsilonGammaBox
@@ -41,8 +42,8 @@ def _child(n_inputs: int, threads: int) -> dict[str, float]:
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     )  # fmt: skip
     head = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    model = nn.Sequential(OrderedDict(features=features, classifier=head)).eval()
-    data = torch.randn(n_inputs, *INPUT_SHAPE)
+    model = nn.Sequential(OrderedDict(features=features, classifier=head)).eval().to(device)
+    data = torch.randn(n_inputs, *INPUT_SHAPE)  # on the host: collect moves each batch
 
     def run(inputs: torch.Tensor):
         return collect(
@@ -53,6 +54,7 @@ def _child(n_inputs: int, threads: int) -> dict[str, float]:
             3,
             n_locations=N_LOCATIONS,
             batch_size=BATCH_SIZE,
+            device=device,
             progress=False,
         )
 
@@ -61,7 +63,7 @@ def _child(n_inputs: int, threads: int) -> dict[str, float]:
     run(torch.randn(WARMUP_INPUTS, *INPUT_SHAPE))
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
-    result = run(data)
+    result = run(data)  # returns host arrays: the device's work is finished
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     output_bytes = sum(
@@ -81,16 +83,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 4096])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(_child(args.child, args.threads)))
+        print(json.dumps(_child(args.child, args.threads, args.device)))
         return
 
     mib = 2.0**20
     print(
         f"collect: layer {LAYER} of a 4-block CNN on {INPUT_SHAPE} inputs, EpsilonGammaBox, "
-        f"{N_LOCATIONS} locations/input, batch {BATCH_SIZE}, {args.threads} thread(s)"
+        f"{N_LOCATIONS} locations/input, batch {BATCH_SIZE}, {args.threads} thread(s), "
+        f"device {args.device} (peak memory is the host's)"
     )
     print(
         f"{'inputs':>7} {'rows':>7} {'time s':>8} {'ms/input':>9} {'vs first':>9} "
@@ -98,7 +102,8 @@ def main() -> None:
     )
     first = None
     for size in args.sizes:
-        command = [sys.executable, __file__, "--child", str(size), "--threads", str(args.threads)]
+        command = [sys.executable, __file__, "--child", str(size), "--threads", str(args.threads),
+                   "--device", args.device]  # fmt: skip
         stats = json.loads(
             subprocess.run(command, check=True, capture_output=True, text=True).stdout
         )
