@@ -39,7 +39,7 @@ from audio_concepts.measures import MEASURES, deletion_name
 from audio_concepts.plots import plot_flipping_curves, plot_sanity_checks
 from audio_concepts.sanity_checks import sanity_checks
 from audio_concepts.scoring import FlippingSettings, floats, score_layer, score_maps
-from audio_concepts.sharding import concatenate_lists, gather_parts, on_rank0, share
+from audio_concepts.sharding import concatenate_lists, gather_computed, on_rank0, share
 from audio_concepts.workspace import AnalysisState, Workspace
 from zennit_drsa.composites import audio_composite
 from zennit_drsa.estimators import SubspaceEstimator
@@ -114,10 +114,13 @@ def evaluate_explanations(
     )
     # Under torchrun each rank scores its share of the inputs; gathered in rank order below.
     part = share(len(labels))
-    local = _score_share(
-        data, state, explanations, subspaces, part, settings, clips, progress=progress
+    parts = gather_computed(
+        lambda: _score_share(
+            data, state, explanations, subspaces, part, settings, clips, progress=progress
+        ),
+        "evaluate",
     )
-    merged = _merge(gather_parts(local))
+    merged = _merge(parts)
 
     def finish() -> dict[str, Any]:
         # Whole-split and whole-folder work: one process computes and writes it.

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from audio_concepts.data import AudioData
 from audio_concepts.fit import Subspaces
-from audio_concepts.sharding import gather_parts, share
+from audio_concepts.sharding import gather_computed, share
 from audio_concepts.workspace import AnalysisState, Workspace
 from zennit_drsa import DRSAAttributor, load
 from zennit_drsa.composites import audio_composite
@@ -117,23 +117,26 @@ def explain_chunks(
     }
     # Under torchrun each rank explains its share of the chunks; gathered in rank order.
     part = share(len(labels))
-    local = {
-        key: concept_maps(
-            model.network,
-            config.composite,
-            state.layer,
-            per_class,
-            inputs[part],
-            labels[part],
-            batch_size=config.batch_size,
-            device=device,
-        )
-        for key, per_class in tqdm(subspaces.items(), desc="explain", disable=not progress)
-    }
-    parts = gather_parts(local)
+
+    def explain_share() -> dict[tuple[str, int], dict[str, np.ndarray]]:
+        return {
+            key: concept_maps(
+                model.network,
+                config.composite,
+                state.layer,
+                per_class,
+                inputs[part],
+                labels[part],
+                batch_size=config.batch_size,
+                device=device,
+            )
+            for key, per_class in tqdm(subspaces.items(), desc="explain", disable=not progress)
+        }
+
+    parts = gather_computed(explain_share, "explain")
     maps = {
-        key: {name: np.concatenate([p[key][name] for p in parts]) for name in local[key]}
-        for key in local
+        key: {name: np.concatenate([p[key][name] for p in parts]) for name in parts[0][key]}
+        for key in parts[0]
     }
     return Explanations(explained, maps)
 

@@ -7,6 +7,7 @@ its baselines) fitted on them with the same ``K`` and ``d_k``, and saved without
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from torch.utils.data import Subset
@@ -15,7 +16,14 @@ from tqdm.auto import tqdm
 from audio_concepts.config import AnalysisConfig
 from audio_concepts.data import FIT_CHUNKS, AudioData
 from audio_concepts.planning import LayerPlan
-from audio_concepts.sharding import gather_parts, is_writer, on_rank0, share, world
+from audio_concepts.sharding import (
+    computed_everywhere,
+    gather_parts,
+    is_writer,
+    on_rank0,
+    share,
+    world,
+)
 from audio_concepts.workspace import AnalysisState, Workspace
 from zennit_drsa import collect, save
 from zennit_drsa.composites import audio_composite
@@ -80,7 +88,8 @@ def fit_subspaces(
         # Each rank collects a contiguous share of the chunks, drawing the locations of their
         # positions in the whole, so that the shares together are one process's pairs.
         part = share(len(chunks), f"training chunks of class {name!r}")
-        pairs = collect(
+        collect_share = functools.partial(
+            collect,
             model.network,
             composite,
             plan.layer,
@@ -94,6 +103,8 @@ def fit_subspaces(
             progress=False,
             first_index=part.start,
         )
+        # An error on one rank stops all (none waits for it); the vectors stay on their rank.
+        pairs = computed_everywhere(collect_share, f"collecting class {name!r}")
         n_vectors = sum(gather_parts(pairs.n_vectors))
         fit_clips[name] = {"clips": len(clips), "vectors": n_vectors}
         for method in config.methods:

@@ -19,7 +19,7 @@ Without a process group (one process) every function here is the identity.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch.distributed as dist
@@ -27,7 +27,16 @@ import torch.distributed as dist
 from audio_cnn.distributed import on_rank0, world
 from zennit_drsa.distributed import rank_slice
 
-__all__ = ["concatenate_lists", "gather_parts", "is_writer", "on_rank0", "share", "world"]
+__all__ = [
+    "computed_everywhere",
+    "concatenate_lists",
+    "gather_computed",
+    "gather_parts",
+    "is_writer",
+    "on_rank0",
+    "share",
+    "world",
+]
 
 T = TypeVar("T")
 
@@ -67,6 +76,56 @@ def gather_parts(part: T) -> list[T]:
     parts: list[Any] = [None] * size
     dist.all_gather_object(parts, part)
     return parts
+
+
+def computed_everywhere(compute: Callable[[], T], what: str) -> T:
+    """This rank's ``compute()``, after every rank has finished its own (a collective call).
+
+    Like :func:`gather_computed`, but only whether each rank succeeded travels, not the
+    results (e.g. a rank's share of collected vectors stays where it is).
+    """
+    if world()[1] == 1:
+        return compute()
+    error: BaseException | None = None
+    result: Any = None
+    try:
+        result = compute()
+    except Exception as raised:  # reported to every rank below, then raised here
+        error = raised
+    messages = gather_parts(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    _raise_failed(messages, what)
+    return result
+
+
+def _raise_failed(messages: Sequence[str | None], what: str) -> None:
+    failed = [(rank, message) for rank, message in enumerate(messages) if message]
+    if failed:
+        rank, message = failed[0]
+        raise RuntimeError(f"{what} failed on rank {rank} ({message}); every rank stops")
+
+
+def gather_computed(compute: Callable[[], T], what: str) -> list[T]:
+    """Every rank's ``compute()``, in rank order; an error on any rank raises on all.
+
+    A rank whose share fails still joins the gather (with its error instead of a part), so
+    the others stop with a message naming it instead of waiting for it until the process
+    group's timeout. On one process: ``[compute()]``, errors as they are.
+    """
+    if world()[1] == 1:
+        return [compute()]
+    error: BaseException | None = None
+    try:
+        entry: tuple[Any, str | None] = (compute(), None)
+    except Exception as raised:  # reported to every rank below, then raised here
+        error = raised
+        entry = (None, f"{type(raised).__name__}: {raised}")
+    entries = gather_parts(entry)
+    if error is not None:
+        raise error
+    _raise_failed([message for _, message in entries], what)
+    return [part for part, _ in entries]
 
 
 def concatenate_lists(parts: Sequence[Sequence[T]]) -> list[T]:

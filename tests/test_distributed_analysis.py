@@ -404,3 +404,57 @@ def test_more_processes_than_inputs_are_refused_on_every_rank(single, tmp_path):
         assert f"{n_inputs} explained inputs cannot be shared by 3 processes" in ended.err
     assert not (out / "explanations" / "inputs.npz").exists()
     _assert_unlocked(out)
+
+
+def _failing_share(rank: int, world_size: int, port: int, out: str) -> None:
+    """Join a gloo group; rank 1's share fails; write what each rank's calls raised."""
+    import torch.distributed as dist
+
+    from audio_concepts.sharding import computed_everywhere, gather_computed
+
+    if sys.platform.startswith("linux"):
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+
+    def share() -> int:
+        if rank == 1:
+            raise ValueError("clip 7 cannot be read")
+        return rank
+
+    raised = {}
+    for name, call in (("gather", gather_computed), ("everywhere", computed_everywhere)):
+        try:
+            call(share, "explain")
+            raised[name] = None
+        except Exception as error:  # recorded for the test to check
+            raised[name] = f"{type(error).__name__}: {error}"
+    # Both ranks still agree afterwards: the group is usable, nobody hangs.
+    raised["after"] = gather_computed(lambda: rank, "after")
+    dist.destroy_process_group()
+    Path(out, f"rank{rank}.json").write_text(json.dumps(raised))
+
+
+def test_an_error_on_one_rank_stops_every_rank_with_its_message(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    port = _free_port()
+    processes = [
+        context.Process(target=_failing_share, args=(rank, 2, port, str(tmp_path)))
+        for rank in range(2)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(_TIMEOUT_S)
+    assert not any(process.is_alive() for process in processes)
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    for name in ("gather", "everywhere"):
+        # The failing rank raises its own error; the other names the rank and the error.
+        assert second[name] == "ValueError: clip 7 cannot be read"
+        assert first[name] == (
+            "RuntimeError: explain failed on rank 1 (ValueError: clip 7 cannot be read); "
+            "every rank stops"
+        )
+    assert first["after"] == second["after"] == [0, 1]
