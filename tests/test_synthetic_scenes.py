@@ -34,7 +34,8 @@ def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
 def test_the_task_is_four_classes_of_three_objects_in_one_gtzan_chunk() -> None:
     assert SCENES.class_names == ("scene0", "scene1", "scene2", "scene3")
     assert [len(objects) for objects in SCENES.class_objects] == [3, 3, 3, 3]
-    assert SCENES.duration == 3.0 and SCENES.sample_rate == 16000
+    clip_length_s = SCENES.duration  # seconds of audio in a clip, not a timing
+    assert clip_length_s == 3.0 and SCENES.sample_rate == 16000
     # One clip is exactly one chunk of the reference front-end.
     assert SCENES.n_samples == LogMelConfig.preset("gtzan").chunk_samples == 48000
     assert SyntheticTask.scenes(seed=3, noise_level=0.0).seed == 3
@@ -132,7 +133,8 @@ def test_synth_command_writes_the_chosen_task(tmp_path: Path, capsys) -> None:
     output = capsys.readouterr().out
     assert "scenes task" in output and "--preset gtzan" in output
     assert load_synthetic_task(tmp_path / "s").class_names == SCENES.class_names
-    assert sf.info(str(tmp_path / "s" / "scene0" / "scene0_00000.wav")).duration == 3.0
+    wav = sf.info(str(tmp_path / "s" / "scene0" / "scene0_00000.wav"))
+    assert wav.frames == 3 * wav.samplerate  # 3 s of audio at the file's rate
     # The toy task stays the default.
     assert main(["synth", str(tmp_path / "t"), "--clips-per-class", "1", "--no-progress"]) == 0
     assert load_synthetic_task(tmp_path / "t").class_names == ("class0", "class1")
