@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from atomic_io import write_json_atomic
 from audio_cnn.evaluate import score_clips
 from audio_concepts import interventions as exact
+from audio_concepts.config import AnalysisConfig
 from audio_concepts.data import AudioData
 from audio_concepts.diagnostics import as_json, concept_overlap
 from audio_concepts.explain import Explanations, concept_maps
@@ -154,7 +155,7 @@ def _score_share(
     references: dict[str, Any] | None = None
     curves: dict[str, list[PatchFlippingResult]] = {}
     jobs = list(explanations.maps)
-    standard_job = ("drsa", config.seeds[0]) if "drsa" in config.methods else jobs[0]
+    standard_job = _standard_job(config, jobs)
     for method, seed in tqdm(jobs, desc="evaluate", disable=not progress):
         maps = explanations.maps[(method, seed)]["heatmaps"][part]
         flipped: dict[str, Any] = {}
@@ -175,7 +176,11 @@ def _score_share(
             curves["standard"] = [flipped[config.ordering]]
             if masks is not None and config.references:
                 references = _references(scorer, standard, entangled, progress)
-    return {"methods": methods, "references": references, "curves": curves}
+    fitness = None
+    if changes is not None:
+        before, after = exact.fitness_logits(data.model, changes, labels)
+        fitness = {"before": before.tolist(), "after": after.tolist()}
+    return {"methods": methods, "references": references, "curves": curves, "fitness": fitness}
 
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,7 +212,12 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "curves": {name: [c for p in parts for c in p["curves"][name]] for name in first["curves"]},
         "references": None,
+        "fitness": None,
     }
+    if first["fitness"] is not None:
+        merged["fitness"] = {
+            key: concatenate_lists([p["fitness"][key] for p in parts]) for key in first["fitness"]
+        }
     if first["references"] is not None:
         references: dict[str, Any] = {"layer": first["references"].get("layer")}
         for name, value in first["references"].items():
@@ -269,13 +279,16 @@ def _finish(
         results["references"] = merged["references"]
     first = next(iter(methods.values()))[0]["measures"]
     results["measures"] = [m.name for m in MEASURES if m.name in first]
-    if "recovery" in first:
-        clips = [str(clip) for clip in explanations.inputs["clips"]]
-        changes = exact.build_interventions(data, clips)
-        if changes is not None:
-            results["fitness"] = exact.task_fitness(model, changes, labels)
-    standard_job = ("drsa", config.seeds[0]) if "drsa" in config.methods else next(iter(subspaces))
-    results["sanity"] = _sanity(data, state, explanations, subspaces, standard_job, folder)
+    if merged["fitness"] is not None:
+        results["fitness"] = exact.summarize_fitness(
+            [str(clip) for clip in explanations.inputs["clips"]],
+            labels,
+            merged["fitness"]["before"],
+            merged["fitness"]["after"],
+            model.class_names,
+        )
+    job = _standard_job(config, list(explanations.maps))
+    results["sanity"] = _sanity(data, state, explanations, subspaces, job, folder)
     results["accuracy"] = metrics["accuracy"]
     results["n_inputs"] = len(labels)
     results["overlap"] = _overlap(explanations, config.n_subspaces)
@@ -286,6 +299,12 @@ def _finish(
     )
     write_json_atomic(workspace.results_path, results)
     return results
+
+
+def _standard_job(config: AnalysisConfig, jobs: list[tuple[str, int]]) -> tuple[str, int]:
+    """The fit whose maps give the standard heatmap and run the sanity checks: DRSA's first
+    seed, else the first fit."""
+    return ("drsa", config.seeds[0]) if "drsa" in config.methods else jobs[0]
 
 
 class _Scorer:

@@ -53,8 +53,10 @@ __all__ = [
     "LayerRelevance",
     "build_interventions",
     "fit_layer_references",
+    "fitness_logits",
     "interventional_scores",
     "layer_relevance_fn",
+    "summarize_fitness",
     "task_fitness",
 ]
 
@@ -281,7 +283,8 @@ def task_fitness(
     and on the background, every object removed (``after``). An input passes when the logit
     falls by at least half, ``after ≤ before / 2`` with ``before > 0``. An input with
     ``before ≤ 0`` does not pass (its class has no positive evidence to remove) and is counted
-    in ``n_nonpositive``.
+    in ``n_nonpositive``. The two steps are also offered apart, for inputs scored in shares:
+    :func:`fitness_logits` and :func:`summarize_fitness`.
 
     Parameters
     ----------
@@ -301,19 +304,76 @@ def task_fitness(
     Returns
     -------
     dict
+        See :func:`summarize_fitness`.
+    """
+    _, _, class_names = _network_of(data_or_model)
+    before, after = fitness_logits(data_or_model, interventions, labels, batch_size=batch_size)
+    return summarize_fitness(
+        interventions.clips,
+        _targets(interventions, labels),
+        before,
+        after,
+        class_names,
+        threshold=threshold,
+    )
+
+
+def fitness_logits(
+    data_or_model: AudioData | AudioModel | nn.Module,
+    interventions: Interventions,
+    labels: Sequence[int] | np.ndarray | None = None,
+    *,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per input the target logit on the mix and with every object removed.
+
+    Parameters are those of :func:`task_fitness`. Returns ``(before, after)``, two ``(N,)``
+    float64 arrays in logit units.
+    """
+    network, device, _ = _network_of(data_or_model)
+    targets = _targets(interventions, labels)
+    rows = np.concatenate([interventions.mix_row, interventions.background_row])
+    logits = _logits(network, interventions.logmel[torch.from_numpy(rows)], device, batch_size)
+    n = interventions.n_inputs
+    picked = logits[np.arange(2 * n), np.concatenate([targets, targets])]
+    return picked[:n], picked[n:]
+
+
+def summarize_fitness(
+    clips: Sequence[str],
+    targets: Sequence[int] | np.ndarray,
+    before: Sequence[float] | np.ndarray,
+    after: Sequence[float] | np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    threshold: float = FITNESS_THRESHOLD,
+) -> dict[str, Any]:
+    """The task-fitness verdict of per-input logits (see :func:`task_fitness`).
+
+    Parameters
+    ----------
+    clips, targets:
+        ``(N,)`` clip paths and target classes.
+    before, after:
+        ``(N,)`` target logits on the mix and with every object removed
+        (:func:`fitness_logits`).
+    class_names:
+        Names of the classes (keys of ``classes``); default: the class indices as text.
+    threshold:
+        As for :func:`task_fitness`.
+
+    Returns
+    -------
+    dict
         ``threshold``, ``criterion``, ``fit`` (bool), ``n``, ``n_passing``, ``share_passing``
         (``None`` without inputs), ``n_nonpositive``, ``classes`` (class name → ``label``,
         ``n``, ``n_passing``, ``share_passing``, ``n_nonpositive``, ``mean_before``,
         ``mean_after``; classes with inputs only) and ``inputs`` (per input: ``clip``,
         ``label``, ``before``, ``after``, ``passes``), logits in logit units.
     """
-    network, device, class_names = _network_of(data_or_model)
-    targets = _targets(interventions, labels)
-    rows = np.concatenate([interventions.mix_row, interventions.background_row])
-    logits = _logits(network, interventions.logmel[torch.from_numpy(rows)], device, batch_size)
-    n = interventions.n_inputs
-    picked = logits[np.arange(2 * n), np.concatenate([targets, targets])]
-    before, after = picked[:n], picked[n:]
+    targets = np.asarray(targets, dtype=np.int64)
+    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    n = len(targets)
     positive = before > 0
     passes = positive & (after <= before / 2)
     classes: dict[str, Any] = {}
@@ -341,15 +401,13 @@ def task_fitness(
         "classes": classes,
         "inputs": [
             {
-                "clip": clip,
+                "clip": str(clip),
                 "label": int(label),
                 "before": float(b),
                 "after": float(a),
                 "passes": bool(p),
             }
-            for clip, label, b, a, p in zip(
-                interventions.clips, targets, before, after, passes, strict=True
-            )
+            for clip, label, b, a, p in zip(clips, targets, before, after, passes, strict=True)
         ],
     }
 
