@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from zennit.core import Composite
 
+from audio_cnn.audio_io import peak_normalize
 from audio_concepts.data import FIT_CHUNKS, AudioData
 from audio_concepts.model import AudioModel
 from audio_concepts.workspace import AnalysisState
@@ -68,7 +69,6 @@ before any method's figures were looked at, so that it cannot be tuned to a resu
 REFERENCE_KINDS = ("oracle_subspaces", "random_subspaces", "entangled_subspace")
 """The decompositions :func:`fit_layer_references` fits, best known quality first."""
 
-_SILENCE = 1e-8  # peak_normalize's eps: a clip this quiet is left unscaled
 _RANK_TOLERANCE = 1e-6  # singular values below this fraction of the largest count as 0
 
 RelevanceAndLogits = Callable[[torch.Tensor, torch.Tensor], tuple[Any, Any]]
@@ -196,14 +196,13 @@ def build_interventions(
     waves: list[np.ndarray] = []
     labels, names, mix_row, removal_rows, background_row = [], [], [], [], []
     for path in clips:
-        clip = _synthetic_clip(data, path)
+        clip = data.synthetic_clip(path)
         _check_rate(clip, frontend.sample_rate)
-        peak = _peak(clip.waveform)
         mix = clip.waveform.astype(np.float64)
         sources = clip.sources.astype(np.float64)
         signals = [mix, *(mix - source for source in sources), mix - sources.sum(axis=0)]
         first = len(waves)
-        waves.extend(_crop(signal, 0, chunk_samples, peak) for signal in signals)
+        waves.extend(_chunk(signal, clip.waveform, 0, chunk_samples) for signal in signals)
         labels.append(int(clip.label))
         names.append(tuple(clip.object_names))
         mix_row.append(first)
@@ -222,15 +221,6 @@ def build_interventions(
     )
 
 
-def _synthetic_clip(data: AudioData, path: Any) -> Any:
-    # AudioData offers no public accessor yet; this is the one the masks use.
-    return data.synthetic_clip(path)
-
-
-def _synthetic_task(data: AudioData) -> Any:
-    return data.synthetic_task
-
-
 def _check_rate(clip: Any, sample_rate: int) -> None:
     if clip.sample_rate != sample_rate:
         raise ValueError(
@@ -240,17 +230,10 @@ def _check_rate(clip: Any, sample_rate: int) -> None:
         )
 
 
-def _peak(waveform: np.ndarray) -> float:
-    """The divisor :func:`~audio_cnn.audio_io.peak_normalize` uses: the clip's peak, or 1 for
-    silence."""
-    peak = float(np.max(np.abs(waveform), initial=0.0))
-    return peak if peak > _SILENCE else 1.0
-
-
-def _crop(signal: np.ndarray, start: int, chunk_samples: int, peak: float) -> np.ndarray:
-    """``signal[start:start + chunk_samples] / peak``, zero-padded, float32 (``_crop`` of
-    :mod:`audio_cnn.chunks` for a part of a clip)."""
-    piece = signal[start : start + chunk_samples] / peak
+def _chunk(signal: np.ndarray, clip: np.ndarray, start: int, chunk_samples: int) -> np.ndarray:
+    """``signal[start:start + chunk_samples]`` divided by the whole clip's peak, zero-padded,
+    float32: the cut of :class:`~audio_cnn.chunks.EvenChunkDataset`."""
+    piece = peak_normalize(signal[start : start + chunk_samples], reference=clip)
     chunk = np.zeros(chunk_samples, dtype=np.float32)
     chunk[: piece.shape[0]] = piece
     return chunk
@@ -757,7 +740,7 @@ def fit_layer_references(
     device = model.device
     if composite is None:
         composite = audio_composite(config.composite, model.network)
-    task = _synthetic_task(data)
+    task = data.synthetic_task
     counts = [len(objects) for objects in task.class_objects]
     if len(set(counts)) != 1:
         return _skipped(
@@ -875,12 +858,11 @@ def _alone_batches(
     for item in range(len(chunks)):
         if int(chunks.clip_of_item[item]) != clip_index:
             clip_index = int(chunks.clip_of_item[item])
-            clip = _synthetic_clip(data, chunks.clips[clip_index].path)
+            clip = data.synthetic_clip(chunks.clips[clip_index].path)
             _check_rate(clip, model.frontend.sample_rate)
-            peak = _peak(clip.waveform)
         start = int(chunks.starts[item])
         for name, source in zip(clip.object_names, clip.sources, strict=True):
-            waves.append(_crop(source.astype(np.float64), start, chunk_samples, peak))
+            waves.append(_chunk(source.astype(np.float64), clip.waveform, start, chunk_samples))
             labels.append(object_names.index(name))
             if len(waves) == batch_size:
                 yield _flush(model, waves, labels, labels_out)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from audio_concepts import interventions as iv_module
 from audio_concepts.config import AnalysisConfig
 from audio_concepts.data import AudioData
 from audio_concepts.interventions import (
@@ -345,10 +344,13 @@ def test_layer_relevance_drives_interventional_scores_and_selectivity(
     assert np.isfinite(result.baseline).all()
 
 
-def test_references_need_equal_object_counts(monkeypatch):
+def test_references_need_equal_object_counts():
     task = SimpleNamespace(class_objects=[("a", "b"), ("c",)])
-    monkeypatch.setattr(iv_module, "_synthetic_task", lambda data: task)
-    data = SimpleNamespace(kind="synthetic", model=SimpleNamespace(device="cpu", network=None))
+    data = SimpleNamespace(
+        kind="synthetic",
+        synthetic_task=task,
+        model=SimpleNamespace(device="cpu", network=None),
+    )
     state = SimpleNamespace(config=AnalysisConfig(), channels=8)
     with pytest.warns(UserWarning, match="different numbers of sound objects"):
         estimators, description = fit_layer_references(data, state, composite=object())
