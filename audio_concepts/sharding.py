@@ -81,8 +81,10 @@ def gather_parts(part: T) -> list[T]:
 def computed_everywhere(compute: Callable[[], T], what: str) -> T:
     """This rank's ``compute()``, after every rank has finished its own (a collective call).
 
-    Like :func:`gather_computed`, but only whether each rank succeeded travels, not the
-    results (e.g. a rank's share of collected vectors stays where it is).
+    A rank whose work fails still reports to the others, so every rank stops with a message
+    naming it instead of waiting for it until the process group's timeout; the failing rank
+    raises its own error. Only whether each rank succeeded travels, not the results (e.g. a
+    rank's share of collected vectors stays where it is). On one process: ``compute()``.
     """
     if world()[1] == 1:
         return compute()
@@ -95,37 +97,17 @@ def computed_everywhere(compute: Callable[[], T], what: str) -> T:
     messages = gather_parts(None if error is None else f"{type(error).__name__}: {error}")
     if error is not None:
         raise error
-    _raise_failed(messages, what)
-    return result
-
-
-def _raise_failed(messages: Sequence[str | None], what: str) -> None:
     failed = [(rank, message) for rank, message in enumerate(messages) if message]
     if failed:
         rank, message = failed[0]
         raise RuntimeError(f"{what} failed on rank {rank} ({message}); every rank stops")
+    return result
 
 
 def gather_computed(compute: Callable[[], T], what: str) -> list[T]:
-    """Every rank's ``compute()``, in rank order; an error on any rank raises on all.
-
-    A rank whose share fails still joins the gather (with its error instead of a part), so
-    the others stop with a message naming it instead of waiting for it until the process
-    group's timeout. On one process: ``[compute()]``, errors as they are.
-    """
-    if world()[1] == 1:
-        return [compute()]
-    error: BaseException | None = None
-    try:
-        entry: tuple[Any, str | None] = (compute(), None)
-    except Exception as raised:  # reported to every rank below, then raised here
-        error = raised
-        entry = (None, f"{type(raised).__name__}: {raised}")
-    entries = gather_parts(entry)
-    if error is not None:
-        raise error
-    _raise_failed([message for _, message in entries], what)
-    return [part for part, _ in entries]
+    """Every rank's ``compute()``, in rank order; an error on any rank raises on all (see
+    :func:`computed_everywhere`). On one process: ``[compute()]``."""
+    return gather_parts(computed_everywhere(compute, what))
 
 
 def concatenate_lists(parts: Sequence[Sequence[T]]) -> list[T]:
