@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from zennit_drsa.estimators import _ascent
 from zennit_drsa.estimators._linalg import haar_orthonormal
 from zennit_drsa.estimators.objective import RelevanceProblem, pool_relevance
 from zennit_drsa.estimators.solvers import solve_reference, solve_riemannian
@@ -308,3 +309,74 @@ def test_restarts_race_on_a_subsample_when_data_are_plentiful(rng):
     assert result.objective == pytest.approx(float(start[0]), rel=1e-6)
     assert np.all(np.diff(result.trace) >= 0) and result.converged
     assert matched_overlap(blocks, _projectors(result.basis, (2, 2))) > 0.95
+
+
+# Tensor methods that copy a value to the host; on an accelerator each one waits for the
+# device to finish its queue.
+_HOST_READS = {"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy", "cpu"}
+
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the host reads of tensors made inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in _HOST_READS
+        return func(*args, **(kwargs or {}))
+
+
+def _checks_every(monkeypatch, n):
+    monkeypatch.setattr(_ascent, "check_interval", lambda device: n)
+
+
+@pytest.mark.parametrize("every", [5, 8])
+@pytest.mark.parametrize("samples", [400, 5000])
+def test_checking_every_few_iterations_changes_no_result(monkeypatch, every, samples):
+    """On accelerators the ascent looks at its state only every few iterations; what it
+    returns (basis, trace, iteration count, convergence, progress reports) is the same as
+    when it looks every iteration: with restarts pruned in the ascent (400 samples) or
+    raced on a subsample first (5000), and with exchanges."""
+    rng = np.random.default_rng(7)
+    activations, context, _ = planted_concepts(rng, n=samples, d=8, n_concepts=2, size=2)
+    problem = _problem(activations, context, (2, 2), dtype=torch.float32)
+    results = {}
+    for interval in (1, every):
+        _checks_every(monkeypatch, interval)
+        seen = []
+        result = solve_riemannian(
+            problem,
+            np.random.default_rng(0),
+            n_restarts=3,
+            prune_after=20,
+            callback=lambda iteration, best, seen=seen: seen.append((iteration, best)),
+        )
+        results[interval] = result, seen
+    (first, first_seen), (second, second_seen) = results[1], results[every]
+    assert first.n_iter % every != 0  # the last restart stops between two checks
+    np.testing.assert_array_equal(first.basis, second.basis)
+    np.testing.assert_array_equal(first.trace, second.trace)
+    assert (first.n_iter, first.converged) == (second.n_iter, second.converged)
+    assert first_seen == second_seen
+
+
+def test_ascent_reads_the_device_only_at_its_checks(rng):
+    a, c = _layer(rng, n=2000, d=40)
+    problem = _problem(a, c, (4, 4, 4), dtype=torch.float32)
+    start = torch.as_tensor(haar_orthonormal(rng, 40, 12, 2))
+    reads = {}
+    # A negative tolerance never stops early: all 48 iterations run.
+    for every in (1, 8):
+        with _HostReads() as counter:
+            result = _ascent.ascend(
+                problem, start, rng, 48, -1.0, None, 0, _ascent.Reporter(None), every
+            )
+        assert result.n_iter == 48
+        reads[every] = counter.count
+    # Checking every iteration reads the stopping and revival flags every time; checking
+    # every 8 iterations makes 6 checks of at most 2 reads, plus 2 at the start (looking for
+    # dead subspaces) and 7 at the end (copying the result out).
+    assert reads[1] >= 2 * 48
+    assert reads[8] <= 2 * 6 + 2 + 7

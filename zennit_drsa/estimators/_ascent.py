@@ -15,7 +15,7 @@ import torch
 from zennit_drsa.estimators._linalg import symmetric_decorrelation
 from zennit_drsa.estimators.objective import Evaluation, RelevanceProblem
 
-__all__ = ["Reporter", "SolverResult", "ascend"]
+__all__ = ["Reporter", "SolverResult", "ascend", "check_interval"]
 
 # Nonmonotone acceptance: a step is kept if it beats the worst of this many recent objectives.
 _MEMORY = 5
@@ -25,6 +25,8 @@ _WINDOW = 10
 _STEP_RANGE = (1e-8, 1e8)
 # A restart whose subspaces keep dying is given up on after this many re-initialisations.
 _MAX_REVIVALS = 20
+# Iterations between the host's looks at the state on accelerators (see check_interval).
+_CHECK_EVERY = 8
 
 
 @dataclass(frozen=True)
@@ -57,15 +59,34 @@ class SolverResult:
 
 
 class Reporter:
-    """Forwards per-iteration progress to a user callback, numbering iterations globally."""
+    """Forwards per-iteration progress to a user callback, numbering iterations globally.
+
+    The ascent hands over its history at each of its checks; every iteration since the
+    previous check is reported then, in order, from one read of the device.
+    """
 
     def __init__(self, callback: Callable[[int, float], None] | None) -> None:
         self.callback = callback
         self.offset = 0
 
-    def __call__(self, iteration: int, best: torch.Tensor) -> None:
-        if self.callback is not None:
-            self.callback(self.offset + iteration, float(best.max()))
+    def flush(self, history: list[torch.Tensor], reported: int, last: int) -> int:
+        """Report iterations ``reported + 1 … last`` of ``history`` (each entry ``(B,)``: the
+        best objective of every restart) with the best over restarts; return ``last``."""
+        if self.callback is not None and last > reported:
+            values = torch.stack(history[reported + 1 : last + 1]).amax(dim=1).tolist()
+            for iteration, value in enumerate(values, start=reported + 1):
+                self.callback(self.offset + iteration, value)
+        return max(last, reported)
+
+
+def check_interval(device: torch.device) -> int:
+    """Iterations between the host's decisions (stopping, reviving, reporting) on ``device``.
+
+    Every iteration on the CPU, where reading a value costs nothing; every
+    ``_CHECK_EVERY`` iterations on accelerators, where each read waits for the device to
+    drain its queue and leaves it idle while Python catches up.
+    """
+    return 1 if device.type == "cpu" else _CHECK_EVERY
 
 
 def ascend(
@@ -77,8 +98,18 @@ def ascend(
     prune_after: int | None,
     n_revived: int,
     report: Reporter | None = None,
+    check_every: int | None = None,
 ) -> SolverResult:
-    """Batched Barzilai–Borwein ascent from ``bases`` ``(B, d, m)``; the best restart wins."""
+    """Batched Barzilai–Borwein ascent from ``bases`` ``(B, d, m)``; the best restart wins.
+
+    The iteration itself reads nothing back from the device: acceptance, step sizes and
+    the stopping rule are tensors. Only every ``check_every`` iterations (default:
+    :func:`check_interval`) does the host look at them, to stop, to re-draw dead subspaces
+    and to report progress. Iterations run after every restart had stopped change nothing
+    and are cut from the result, so the result is the one of checking every iteration
+    unless a subspace died in between (it is then revived a few iterations later).
+    """
+    every = check_interval(problem.device) if check_every is None else int(check_every)
     evaluation, n_revived = _revive(problem, problem.evaluate(bases), rng, n_revived)
     bases, objective, scores = evaluation.bases, evaluation.objective, evaluation.scores
     gradient = _tangent(bases, problem.gradient(evaluation))
@@ -87,47 +118,58 @@ def ascend(
     best, best_bases = objective.clone(), bases.clone()
     history = [best.clone()]
     running = torch.ones(len(bases), dtype=torch.bool, device=problem.device)
+    # Iteration after which each restart stopped (max_iter while it runs).
+    stopped_at = torch.full((len(bases),), max_iter, dtype=torch.int64, device=problem.device)
+    reported = 0
     for iteration in range(1, max_iter + 1):
-        trial = problem.evaluate(symmetric_decorrelation(bases + step[:, None, None] * gradient))
-        accept = (trial.objective > torch.stack(recent[-_MEMORY:]).amin(dim=0)) & running
+        decide = iteration % every == 0 or iteration in (max_iter, prune_after)
+        # A tangent step U + tG has Gram matrix I + t²GᵀG ⪰ I: never rank-deficient, so
+        # the decorrelation needs no check (which would read the device every iteration).
+        trial = problem.evaluate(
+            symmetric_decorrelation(bases + step[:, None, None] * gradient, check=False)
+        )
+        accept = (trial.objective > torch.stack(recent).amin(dim=0)) & running
         trial_gradient = _tangent(trial.bases, problem.gradient(trial))
         step = torch.where(
             accept,
             _barzilai_borwein(trial.bases - bases, trial_gradient - gradient, iteration),
             step / 2,
         )
-        if bool(accept.all()):
-            bases, objective, scores = trial.bases, trial.objective, trial.scores
-            gradient = trial_gradient
-        else:
-            bases = torch.where(accept[:, None, None], trial.bases, bases)
-            objective = torch.where(accept, trial.objective, objective)
-            scores = torch.where(accept[:, None], trial.scores, scores)
-            gradient = torch.where(accept[:, None, None], trial_gradient, gradient)
-        if bool((scores <= 0).any()):
+        bases = torch.where(accept[:, None, None], trial.bases, bases)
+        objective = torch.where(accept, trial.objective, objective)
+        scores = torch.where(accept[:, None], trial.scores, scores)
+        gradient = torch.where(accept[:, None, None], trial_gradient, gradient)
+        if decide and bool((scores <= 0).any()):
             evaluation, n_revived = _revive(problem, problem.evaluate(bases), rng, n_revived)
             bases, objective, scores = evaluation.bases, evaluation.objective, evaluation.scores
             gradient = _tangent(bases, problem.gradient(evaluation))
             step = torch.ones_like(step)
-        recent.append(objective)
+        recent = [*recent[1 - _MEMORY :], objective]
         improved = objective > best
         best = torch.where(improved, objective, best)
         best_bases = torch.where(improved[:, None, None], bases, best_bases)
         history.append(best.clone())
-        if report is not None:
-            report(iteration, best)
         if iteration > _WINDOW:
             gain = best - history[-1 - _WINDOW]
-            running &= (gain > tol * best.abs()) & (step > _STEP_RANGE[0])
-        if prune_after is not None and iteration == prune_after and len(bases) > 1:
+            still = running & (gain > tol * best.abs()) & (step > _STEP_RANGE[0])
+            stopped_at = torch.where(running & ~still, iteration, stopped_at)
+            running = still
+        if not decide:
+            continue
+        finished = not bool(running.any())
+        last = int(stopped_at.max()) if finished else iteration
+        if report is not None:
+            reported = report.flush(history, reported, last)
+        if finished:
+            del history[last + 1 :]
+            break
+        if iteration == prune_after and len(bases) > 1:
             keep = torch.argmax(best).reshape(1)
             bases, objective, scores = bases[keep], objective[keep], scores[keep]
             gradient, step, running = gradient[keep], step[keep], running[keep]
-            best, best_bases = best[keep], best_bases[keep]
+            best, best_bases, stopped_at = best[keep], best_bases[keep], stopped_at[keep]
             recent = [value[keep] for value in recent]
             history = [value[keep] for value in history]
-        if not bool(running.any()):
-            break
     winner = int(torch.argmax(best))
     return SolverResult(
         best_bases[winner].cpu().numpy(),

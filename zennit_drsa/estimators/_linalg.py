@@ -42,13 +42,16 @@ def haar_orthonormal(rng: np.random.Generator, d: int, m: int, batch: int = 1) -
     return q * signs[:, None, :]
 
 
-def symmetric_decorrelation(basis: torch.Tensor) -> torch.Tensor:
+def symmetric_decorrelation(basis: torch.Tensor, *, check: bool = True) -> torch.Tensor:
     """Return ``U (UᵀU)^(-1/2)``, the orthonormal matrix closest to ``U`` (polar factor).
 
     Parameters
     ----------
     basis : torch.Tensor
         ``(d, m)`` or ``(B, d, m)`` with linearly independent columns.
+    check : bool
+        Raise if the columns are linearly dependent. The check reads a value back from the
+        device; callers that know ``UᵀU`` is positive definite may skip it.
 
     Returns
     -------
@@ -59,7 +62,7 @@ def symmetric_decorrelation(basis: torch.Tensor) -> torch.Tensor:
     gram = basis.mT @ basis
     eigenvalues, eigenvectors = torch.linalg.eigh(gram)
     # A rank-deficient step would produce inf here; fail loudly instead of spreading NaNs.
-    if not bool((eigenvalues > 0).all()):
+    if check and not bool((eigenvalues > 0).all()):
         raise FloatingPointError(
             "symmetric decorrelation of a rank-deficient basis; the step size is too large "
             "or the data are degenerate"

@@ -199,11 +199,15 @@ class RelevanceProblem:
         batch = bases.shape[0]
         flat = bases.permute(1, 0, 2).reshape(self.n_features, batch * self.width)
         flat = flat.to(self.dtype)
-        projections = self._data.new_empty(len(self._data), batch * self.width)
-        # Row blocks keep each matmul's output cache-sized; measured 1.5× faster on CPU.
-        for start in range(0, len(self._data), _ROW_BLOCK):
-            rows = slice(start, start + _ROW_BLOCK)
-            torch.matmul(self._data[rows], flat, out=projections[rows])
+        if self.device.type == "cpu":
+            projections = self._data.new_empty(len(self._data), batch * self.width)
+            # Row blocks keep each matmul's output cache-sized; measured 1.5× faster on CPU.
+            # Accelerators get one matmul: each block would be a kernel launch of its own.
+            for start in range(0, len(self._data), _ROW_BLOCK):
+                rows = slice(start, start + _ROW_BLOCK)
+                torch.matmul(self._data[rows], flat, out=projections[rows])
+        else:
+            projections = self._data @ flat
         products = self._pair_products(projections, batch)
         if self._equal:
             relevance = products.view(-1, batch, len(self.sizes), self.sizes[0]).sum(dim=-1)
