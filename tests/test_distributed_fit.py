@@ -23,7 +23,15 @@ from test_drsa_solvers import one_torch_thread, planted_concepts  # noqa: F401
 
 from zennit_drsa._distributed import Partition
 from zennit_drsa.distributed import rank_slice
-from zennit_drsa.estimators import DRSA, DSA, PRCA, PCASubspaces, RandomSubspaces, solvers
+from zennit_drsa.estimators import (
+    DRSA,
+    DSA,
+    PRCA,
+    OracleSubspaces,
+    PCASubspaces,
+    RandomSubspaces,
+    solvers,
+)
 
 WORLD_SIZE = 2
 # Wall-clock bound of one multi-process run (start, fits, exit); a hang fails, never blocks.
@@ -122,6 +130,19 @@ def problem() -> tuple[np.ndarray, np.ndarray]:
     return activations, context
 
 
+def grouped_problem() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The problem's rows labelled by their strongest planted concept, reordered so that
+    every row of group 2 lies in rank 0's share: rank 1 holds none of that group."""
+    activations, context, blocks = planted_concepts(
+        np.random.default_rng(0), n=N_SAMPLES, d=N_FEATURES, n_concepts=3, size=2
+    )
+    energy = np.stack([np.sum((activations @ block) ** 2, axis=1) for block in blocks], axis=1)
+    labels = energy.argmax(axis=1)
+    order = np.argsort(labels != 2, kind="stable")
+    assert np.sum(labels == 2) <= SPLIT
+    return activations[order], context[order], labels[order]
+
+
 def _state(estimator: Any) -> dict[str, np.ndarray]:
     state = {name: np.asarray(getattr(estimator, name)) for name in FITTED}
     state.update({name: np.array(getattr(estimator, name)) for name in SCALARS})
@@ -143,6 +164,13 @@ def _fit_on_ranks(rank: int, world_size: int, out: Path) -> None:
     mine = slice(0, N_SAMPLES) if rank == 0 else slice(0, 0)
     prca = PRCA(3, 2, distributed=True).fit(activations[mine], context=context[mine])
     arrays["prca_one_rank/components_"] = prca.components_
+    grouped, grouped_context, labels = grouped_problem()
+    oracle = OracleSubspaces(3, 2, distributed=True).fit(
+        grouped[rows], labels[rows], context=grouped_context[rows]
+    )
+    for key, value in _state(oracle).items():
+        arrays[f"oracle/{key}"] = value
+    arrays["oracle/group_order_"] = oracle.group_order_
     # Without a seed, rank 0's draw is used everywhere.
     unseeded = RandomSubspaces(3, 2, distributed=True).fit(activations[rows])
     arrays["unseeded/components_"] = unseeded.components_
@@ -165,6 +193,11 @@ def _fit_on_ranks(rank: int, world_size: int, out: Path) -> None:
         PRCA(3 if rank == 0 else 2, 2, distributed=True).fit(activations[rows])
     except Exception as error:
         errors["parameters_differ"] = f"{type(error).__name__}: {error}"
+    short = labels[rows] if rank == 0 else labels[rows][:-1]
+    try:
+        OracleSubspaces(3, 2, distributed=True).fit(grouped[rows], short)
+    except Exception as error:
+        errors["labels_short"] = f"{type(error).__name__}: {error}"
     (out / f"errors{rank}.json").write_text(json.dumps(errors))
 
 
@@ -215,6 +248,19 @@ def test_every_rank_ends_with_the_same_estimator_bit_for_bit(ranks):
             np.testing.assert_array_equal(fitted[0][key], fitted[1][key], err_msg=key)
 
 
+def test_the_oracle_on_two_ranks_is_the_oracle_of_all_rows(ranks):
+    """Rank 1 holds no row of group 2; the group's moment comes from rank 0 alone."""
+    fitted, _ = ranks
+    activations, context, labels = grouped_problem()
+    single = OracleSubspaces(3, 2).fit(activations, labels, context=context)
+    for rank in range(WORLD_SIZE):
+        np.testing.assert_allclose(
+            fitted[rank]["oracle/components_"], single.components_, atol=1e-8
+        )
+        np.testing.assert_array_equal(fitted[rank]["oracle/group_order_"], single.group_order_)
+        np.testing.assert_allclose(fitted[rank]["oracle/objective_"], single.objective_, rtol=1e-9)
+
+
 def test_a_rank_without_rows_takes_part(ranks):
     fitted, _ = ranks
     activations, context = problem()
@@ -235,6 +281,8 @@ def test_a_bad_input_on_one_rank_stops_every_rank_with_a_message(ranks):
     for rank in range(WORLD_SIZE):
         assert "disagree on n_features: [8, 6]" in errors[rank]["features_differ"]
         assert "rank(s) [1] were given other parameters" in errors[rank]["parameters_differ"]
+    assert "y has shape" in errors[1]["labels_short"]
+    assert "OracleSubspaces.fit failed on rank(s) [1]" in errors[0]["labels_short"]
 
 
 def test_distributed_fit_needs_an_initialised_process_group():

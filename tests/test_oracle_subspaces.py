@@ -153,7 +153,7 @@ def test_torch_inputs_and_sklearn_plumbing():
     activations, y = grouped_activations(rng, spans, [0, 1])
     oracle = OracleSubspaces(2, 2)
     assert TopLevelOracle is OracleSubspaces
-    assert oracle.get_params() == {"n_subspaces": 2, "subspace_dim": 2}
+    assert oracle.get_params() == {"n_subspaces": 2, "subspace_dim": 2, "distributed": False}
     assert clone(oracle).get_params() == oracle.get_params()
     assert oracle.__sklearn_tags__().target_tags.required
     from_torch = clone(oracle).fit(torch.from_numpy(activations).float(), torch.from_numpy(y))
@@ -258,7 +258,9 @@ def test_a_failed_fit_leaves_the_previous_fit():
     assert not hasattr(oracle, "_labels")
 
 
-def test_it_fits_on_one_process_only():
-    oracle = OracleSubspaces()
-    assert oracle.distributed is False
-    assert "distributed" not in oracle.get_params() and "distributed" not in vars(oracle)
+def test_a_distributed_fit_needs_a_process_group():
+    rng = np.random.default_rng(5)
+    spans = np.split(haar_orthonormal(rng, 6, 4)[0], 2, axis=1)
+    activations, y = grouped_activations(rng, spans, [0, 1])
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        OracleSubspaces(2, 2, distributed=True).fit(activations, y)

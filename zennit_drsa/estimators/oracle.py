@@ -11,10 +11,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
+import torch
 
+from zennit_drsa._distributed import agreement, check_distributed, world
 from zennit_drsa.estimators._base import FittedBasis, SubspaceEstimator, TrainingData
 from zennit_drsa.estimators._linalg import top_eigenvectors
 from zennit_drsa.estimators._validation import to_host
@@ -36,14 +38,14 @@ class _Labels:
     Attributes
     ----------
     given:
-        ``y`` as passed to ``fit``.
+        ``y`` as passed to ``fit``, checked: ``(n,)`` integers.
     groups:
-        ``(K,)`` the distinct labels, sorted.
+        ``(K,)`` the distinct labels (of all processes), sorted.
     blocks:
         ``K`` orthonormal ``(d, d_k)`` blocks of the basis, in the order of ``groups``.
     """
 
-    given: Any
+    given: np.ndarray
     groups: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     blocks: list[np.ndarray] = field(default_factory=list)
 
@@ -65,6 +67,11 @@ class OracleSubspaces(SubspaceEstimator):
     subspace_dim : int, sequence of int or None, default=None
         As for :class:`~zennit_drsa.estimators.DRSA`; a sequence gives ``d_k`` per group in
         the sorted order of the labels.
+    distributed : bool, default=False
+        Fit on the rows of all processes of ``torch.distributed``'s default group, each
+        passing its own rows and labels (a process may hold no row of some group): the
+        groups' row counts and second moments are all-reduced, so every process gets the
+        subspaces one process holding all rows would.
 
     Attributes
     ----------
@@ -84,17 +91,19 @@ class OracleSubspaces(SubspaceEstimator):
     A group needs at least ``d_k`` rows (:meth:`fit` refuses fewer); a group whose activations
     span fewer than ``d_k`` dimensions gets arbitrary further directions, with a warning.
     Groups that share a direction (e.g. identical activations under two labels) cannot be
-    given separate subspaces and are refused. The estimator fits on one process only.
+    given separate subspaces and are refused.
     """
 
-    # The labels are not gathered across processes: no distributed fit.
-    distributed: ClassVar[bool] = False
-
     def __init__(
-        self, n_subspaces: int = 4, subspace_dim: int | Sequence[int] | None = None
+        self,
+        n_subspaces: int = 4,
+        subspace_dim: int | Sequence[int] | None = None,
+        *,
+        distributed: bool = False,
     ) -> None:
         self.n_subspaces = n_subspaces
         self.subspace_dim = subspace_dim
+        self.distributed = distributed
 
     def fit(self, X: Any, y: Any = None, *, context: Any = None) -> OracleSubspaces:
         """Find one subspace per group of rows.
@@ -117,9 +126,15 @@ class OracleSubspaces(SubspaceEstimator):
 
         Notes
         -----
-        A failed fit leaves a previously fitted estimator as it was.
+        A failed fit leaves a previously fitted estimator as it was. With
+        ``distributed=True`` this is a collective call (see
+        :meth:`SubspaceEstimator.fit <zennit_drsa.estimators.SubspaceEstimator.fit>`).
         """
-        self._labels = _Labels(y)
+        distributed = check_distributed(self.distributed, type(self).__name__)
+        # A label error may be one process's only: all must stop then.
+        with agreement("OracleSubspaces.fit", enabled=distributed):
+            labels = _check_labels(y, _n_rows(X))
+        self._labels = _Labels(labels)
         try:
             return super().fit(X, context=context)
         finally:
@@ -138,19 +153,21 @@ class OracleSubspaces(SubspaceEstimator):
         return self
 
     def _fit_basis(self, data: TrainingData) -> FittedBasis:
-        activations = data.activations
-        labels = _check_labels(self._labels.given, len(activations), self.n_subspaces)
-        groups = np.unique(labels)
+        activations, labels, partition = data.activations, self._labels.given, data.partition
+        groups = _all_groups(labels, partition.distributed, self.n_subspaces)
         blocks = []
         for group, size in zip(groups, data.sizes, strict=True):
             rows = activations[labels == group]
-            if len(rows) < size:
+            # Sums over the rows of all processes; the same everywhere.
+            n_rows = int(partition.sum(np.array([len(rows)]))[0])
+            if n_rows < size:
                 raise ValueError(
-                    f"group {group} has {len(rows)} row(s) but its subspace needs d_k = {size} "
+                    f"group {group} has {n_rows} row(s) but its subspace needs d_k = {size} "
                     "dimensions, which so few rows cannot span; give more rows of that group "
                     "or lower subspace_dim"
                 )
-            eigenvalues, vectors = top_eigenvectors(rows.T @ rows / len(rows), size)
+            moment = partition.sum(rows.T @ rows) / n_rows
+            eigenvalues, vectors = top_eigenvectors(moment, size)
             rank = int(np.sum(eigenvalues > _RANK_TOLERANCE**2 * eigenvalues[0]))
             if rank < size:
                 warnings.warn(
@@ -181,9 +198,17 @@ class OracleSubspaces(SubspaceEstimator):
         return tags
 
 
-def _check_labels(y: Any, n_rows: int, n_subspaces: int) -> np.ndarray:
-    """Validate group labels: ``(n_rows,)`` integers (whole floats are converted to int64)
-    with exactly ``n_subspaces`` distinct values."""
+def _n_rows(X: Any) -> int | None:
+    """Rows of ``X``, or ``None`` where it has none (fit's validation of ``X`` says why)."""
+    try:
+        return len(to_host(X))
+    except TypeError:
+        return None
+
+
+def _check_labels(y: Any, n_rows: int | None) -> np.ndarray:
+    """Validate group labels: ``(n_rows,)`` integers (whole floats are converted to int64);
+    ``n_rows=None`` checks only that they are one-dimensional."""
     if y is None:
         # The phrase sklearn's checks look for in an estimator that needs y.
         raise ValueError(
@@ -192,10 +217,11 @@ def _check_labels(y: Any, n_rows: int, n_subspaces: int) -> np.ndarray:
             "which sound object played alone)"
         )
     labels = np.asarray(to_host(y))
-    if labels.ndim != 1 or len(labels) != n_rows:
+    if labels.ndim != 1 or (n_rows is not None and len(labels) != n_rows):
+        rows = "n" if n_rows is None else n_rows
         raise ValueError(
-            f"y has shape {labels.shape} but X has {n_rows} rows; give one label per row, "
-            f"as a 1-D array of shape ({n_rows},)"
+            f"y has shape {labels.shape} but X has {rows} rows; give one label per row, "
+            f"as a 1-D array of shape ({rows},)"
         )
     # Whole numbers stored as floats (e.g. read from a table) are integer labels too.
     if labels.dtype.kind == "f" and np.all(np.isfinite(labels) & (labels == np.round(labels))):
@@ -205,11 +231,20 @@ def _check_labels(y: Any, n_rows: int, n_subspaces: int) -> np.ndarray:
             f"y must hold integer group labels, got dtype {labels.dtype}; map the concepts to "
             "integers first (e.g. np.unique(y, return_inverse=True)[1])"
         )
+    return labels
+
+
+def _all_groups(labels: np.ndarray, distributed: bool, n_subspaces: int) -> np.ndarray:
+    """The sorted distinct labels of all processes; exactly ``n_subspaces`` of them."""
     groups = np.unique(labels)
+    if distributed:
+        parts: list[Any] = [None] * world()[1]
+        torch.distributed.all_gather_object(parts, groups.tolist())
+        groups = np.unique(np.concatenate([np.asarray(part, dtype=np.int64) for part in parts]))
     if len(groups) != n_subspaces:
         shown = ", ".join(map(str, groups[:10])) + (", ..." if len(groups) > 10 else "")
         raise ValueError(
             f"y has {len(groups)} distinct label(s) ({shown}) but n_subspaces={n_subspaces}; "
             "the oracle has one subspace per group, so set n_subspaces to the number of groups"
         )
-    return labels
+    return groups
