@@ -64,6 +64,7 @@ _EXPORTS = {
     "clip_from_path": "audio_cnn.synthetic",
     "load_synthetic_task": "audio_cnn.synthetic",
     "object_masks": "audio_cnn.synthetic",
+    "objects_from_path": "audio_cnn.synthetic",
     "write_synthetic_dataset": "audio_cnn.synthetic",
     "FolderInUseError": "audio_cnn.ownership",
     "TrainConfig": "audio_cnn.train",
@@ -118,6 +119,7 @@ __all__ = [
     "lock_folder",
     "make_splits",
     "object_masks",
+    "objects_from_path",
     "open_dataset_dir",
     "peak_normalize",
     "precompute_variants",
@@ -180,6 +182,7 @@ if TYPE_CHECKING:
         clip_from_path,
         load_synthetic_task,
         object_masks,
+        objects_from_path,
         write_synthetic_dataset,
     )
     from audio_cnn.train import TrainConfig, TrainingDivergedError, TrainResult, train

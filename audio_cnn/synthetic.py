@@ -48,6 +48,7 @@ __all__ = [
     "load_synthetic_task",
     "modulated_tone",
     "object_masks",
+    "objects_from_path",
     "pulsed_tone",
     "sawtooth_tone",
     "sound_event",
@@ -757,14 +758,9 @@ class SyntheticTask:
         """
         class_index, clip_index = self._check_indices(class_index, clip_index)
         objects = self.class_objects[class_index]
-        root = np.random.SeedSequence([_CLIP_STREAM, self.seed, class_index, clip_index])
-        # One child stream per role and per class object: each object's parameters stay the
-        # same whichever other objects are drawn.
-        structure_seq, distractor_seq, noise_seq, *object_seqs = root.spawn(3 + len(objects))
-        structure = np.random.default_rng(structure_seq)
-        probs = np.asarray(self.object_count_probs)
-        n_present = 1 + int(structure.choice(probs.size, p=probs / probs.sum()))
-        present = np.sort(structure.choice(len(objects), size=n_present, replace=False))
+        structure, present, (distractor_seq, noise_seq, *object_seqs) = self._structure(
+            class_index, clip_index
+        )
         gains = 10.0 ** (structure.uniform(*self.object_gain_db, size=len(objects)) / 20.0)
 
         t = _time_axis(self.n_samples, self.sample_rate)
@@ -792,6 +788,30 @@ class SyntheticTask:
             sources=(sources * scale).astype(np.float32),
             background=(background * scale).astype(np.float32),
         )
+
+    def present_objects(self, class_index: int, clip_index: int) -> tuple[str, ...]:
+        """Names of the objects present in a clip (its ``object_names``), without
+        synthesising it: the clip's first random draws decide them."""
+        class_index, clip_index = self._check_indices(class_index, clip_index)
+        present = self._structure(class_index, clip_index)[1]
+        return tuple(self.class_objects[class_index][i].name for i in present)
+
+    def _structure(
+        self, class_index: int, clip_index: int
+    ) -> tuple[np.random.Generator, np.ndarray, list[np.random.SeedSequence]]:
+        """A clip's structure generator after drawing which objects are present, those
+        objects' indices (sorted), and the seeds of the distractors, the noise and each
+        class object, in that order."""
+        n_objects = len(self.class_objects[class_index])
+        root = np.random.SeedSequence([_CLIP_STREAM, self.seed, class_index, clip_index])
+        # One child stream per role and per class object: each object's parameters stay the
+        # same whichever other objects are drawn.
+        structure_seq, *streams = root.spawn(3 + n_objects)
+        structure = np.random.default_rng(structure_seq)
+        probs = np.asarray(self.object_count_probs)
+        n_present = 1 + int(structure.choice(probs.size, p=probs / probs.sum()))
+        present = np.sort(structure.choice(n_objects, size=n_present, replace=False))
+        return structure, present, streams
 
     def _synthesize(self, obj: SoundObject, rng: np.random.Generator) -> np.ndarray:
         """The object's waveform at unit peak, checked."""
@@ -1109,6 +1129,27 @@ def clip_from_path(
         The dataset's task, to skip re-reading ``synthetic.json`` when looping over many clips
         (``load_synthetic_task(root)``).
     """
+    task, indices = _clip_indices(root, relative_path, task)
+    return task.make_clip(*indices)
+
+
+def objects_from_path(
+    root: str | os.PathLike[str],
+    relative_path: str | os.PathLike[str],
+    task: SyntheticTask | None = None,
+) -> tuple[str, ...]:
+    """Names of the objects sounding in the clip stored at ``root / relative_path`` (its
+    ``object_names``), without synthesising it; arguments as for :func:`clip_from_path`."""
+    task, indices = _clip_indices(root, relative_path, task)
+    return task.present_objects(*indices)
+
+
+def _clip_indices(
+    root: str | os.PathLike[str],
+    relative_path: str | os.PathLike[str],
+    task: SyntheticTask | None,
+) -> tuple[SyntheticTask, tuple[int, int]]:
+    """The task (loaded if not given) and ``(class_index, clip_index)`` of a stored clip."""
     root = Path(root)
     if task is None:
         task = load_synthetic_task(root)
@@ -1118,7 +1159,7 @@ def clip_from_path(
             path = path.resolve().relative_to(root.resolve())
         except ValueError as error:
             raise ValueError(f"{relative_path} is not inside the dataset folder {root}") from error
-    return task.make_clip(*task.parse_clip_path(path))
+    return task, task.parse_clip_path(path)
 
 
 def _split_lists(

@@ -180,6 +180,13 @@ class AudioData:
 
         return clip_from_path(self.root, path, self.synthetic_task)
 
+    def present_objects(self, path: str | os.PathLike[str]) -> tuple[str, ...]:
+        """Names of the sound objects of the synthetic clip at ``path`` (as for
+        :meth:`synthetic_clip`), without regenerating its audio."""
+        from audio_cnn.synthetic import objects_from_path
+
+        return objects_from_path(self.root, path, self.synthetic_task)
+
     def object_masks(self, clips: Sequence[str]) -> list[np.ndarray] | None:
         """Per clip (paths relative to the folder) the masks of its sound objects on the
         model's log-mel grid, ``(n_objects, n_mels, frames)`` bool; ``None`` unless the data

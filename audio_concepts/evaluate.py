@@ -115,9 +115,14 @@ def evaluate_explanations(
     )
     # Under torchrun each rank scores its share of the inputs; gathered in rank order below.
     part = share(len(labels))
+    # Fitted before the shares are scored: the fit shares its collection by rank too, and
+    # its collective calls must not wait inside one rank's scoring.
+    layer = None
+    if data.kind == "synthetic" and config.references:
+        layer = exact.fit_layer_references(data, state, seed=config.seeds[0], progress=progress)
     parts = gather_computed(
         lambda: _score_share(
-            data, state, explanations, subspaces, part, settings, clips, progress=progress
+            data, state, explanations, subspaces, part, settings, clips, layer, progress=progress
         ),
         "evaluate",
     )
@@ -138,10 +143,12 @@ def _score_share(
     part: slice,
     settings: FlippingSettings,
     clips: list[str],
+    layer: exact.LayerReferences | None,
     *,
     progress: bool,
 ) -> dict[str, Any]:
-    """Every decomposition's per-input measures on the inputs ``part``, and its curves."""
+    """Every decomposition's per-input measures on the inputs ``part``, and its curves;
+    ``layer``: the layer references to score with the map references (``None``: none)."""
     config = state.config
     inputs = explanations.inputs
     logmel = torch.from_numpy(inputs["logmel"][part])
@@ -174,8 +181,8 @@ def _score_share(
             record = scorer.score(standard, None, truth=False, maps=truth_free)
             methods["standard"] = [{"seed": seed, **record}]
             curves["standard"] = [flipped[config.ordering]]
-            if masks is not None and config.references:
-                references = _references(scorer, standard, entangled, progress)
+            if masks is not None and layer is not None:
+                references = _references(scorer, standard, entangled, layer)
     fitness = None
     if changes is not None:
         before, after = exact.fitness_logits(data.model, changes, labels)
@@ -388,12 +395,15 @@ class _Scorer:
 
 
 def _references(
-    scorer: _Scorer, standard: np.ndarray, entangled: dict[str, Any], progress: bool
+    scorer: _Scorer,
+    standard: np.ndarray,
+    entangled: dict[str, Any],
+    layer: exact.LayerReferences,
 ) -> dict[str, Any]:
     """The reference decompositions of known quality, scored like the methods.
 
     ``standard`` ``(N, 1, 1, M, F)`` is the standard heatmap; ``entangled`` its record as one
-    concept (already scored with the masks).
+    concept (already scored with the masks); ``layer`` the fitted layer references.
     """
     assert scorer.masks is not None
     oracle = [s[None] * m[:, None] for s, m in zip(standard[:, 0], scorer.masks, strict=True)]
@@ -403,9 +413,6 @@ def _references(
     }
     found["eligible"] = [v is not None for v in found["oracle"][0]["measures"]["recovery"]]
     config = scorer.state.config
-    layer = exact.fit_layer_references(
-        scorer.data, scorer.state, seed=config.seeds[0], progress=progress
-    )
     found["layer"] = layer.description
     for name, per_class in layer.estimators.items():
         concepts = scorer.heatmaps(per_class)

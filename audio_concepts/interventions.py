@@ -25,6 +25,7 @@ peak ``max |·|`` of the clip's whole mix, as :func:`audio_cnn.audio_io.peak_nor
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,12 +34,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 from zennit.core import Composite
 
 from audio_cnn.audio_io import peak_normalize
 from audio_concepts.data import FIT_CHUNKS, AudioData
 from audio_concepts.model import AudioModel
+from audio_concepts.sharding import computed_everywhere, gather_parts, share, world
 from audio_concepts.workspace import AnalysisState
 from zennit_drsa import DRSAAttributor, collect
 from zennit_drsa.composites import audio_composite
@@ -749,6 +752,7 @@ def fit_layer_references(
         )
     n_objects, d = counts[0], int(state.channels)
     names = model.class_names
+    distributed = world()[1] > 1
     gathered = {}
     for label, name in enumerate(tqdm(names, desc="references", disable=not progress)):
         clips = data.train_clips(label, config)
@@ -756,6 +760,10 @@ def fit_layer_references(
             return _skipped(f"class {name!r} has no training clips in {data.root}")
         chunks = data.chunks(clips, FIT_CHUNKS)
         object_names = [obj.name for obj in task.class_objects[label]]
+        # Under torchrun each rank collects a contiguous share of the chunks, with the
+        # location draws of their positions in the whole: the shares are one process's pairs.
+        part = share(len(chunks), f"training chunks of class {name!r}")
+        first_alone = int(_objects_per_chunk(data, chunks)[: part.start].sum())
         batch_labels: list[np.ndarray] = []
         options = {
             "n_locations": state.n_locations,
@@ -763,23 +771,30 @@ def fit_layer_references(
             "device": device,
             "progress": False,
         }
-        alone = collect(
-            model.network,
-            composite,
-            state.layer,
-            _alone_batches(data, chunks, object_names, batch_labels, config.batch_size),
-            label,
-            **options,
+
+        collect_share = functools.partial(
+            collect, model.network, composite, state.layer, target=label, **options
         )
-        mix = collect(
-            model.network,
-            composite,
-            state.layer,
-            data.input_batches(chunks, config.batch_size, device),
-            label,
-            **options,
+        alone = computed_everywhere(
+            functools.partial(
+                collect_share,
+                _alone_batches(data, chunks, part, object_names, batch_labels, config.batch_size),
+                first_index=first_alone,
+            ),
+            f"collecting the objects of class {name!r} alone",
         )
-        y = np.concatenate(batch_labels)[alone.input_index]
+        mix = computed_everywhere(
+            functools.partial(
+                collect_share,
+                data.input_batches(
+                    Subset(chunks, range(part.start, part.stop)), config.batch_size, device
+                ),
+                first_index=part.start,
+            ),
+            f"collecting the mixes of class {name!r}",
+        )
+        # The pairs' input indices count from the share's first input in the whole.
+        y = np.concatenate(batch_labels)[alone.input_index - first_alone]
         gathered[label] = (object_names, len(chunks.clips), alone, y, mix)
     rank = min(_rank(alone.activations) for _, _, alone, _, _ in gathered.values())
     dims = max(1, min(int(state.subspace_dim), d // n_objects, rank // n_objects))
@@ -795,7 +810,7 @@ def fit_layer_references(
     estimators: dict[str, dict[int, SubspaceEstimator]] = {kind: {} for kind in REFERENCE_KINDS}
     for label, (object_names, n_clips, alone, y, mix) in gathered.items():
         name = names[label]
-        vectors = np.bincount(y, minlength=n_objects)
+        vectors = _summed(np.bincount(y, minlength=n_objects))
         per_object = dict(zip(object_names, vectors.tolist(), strict=True))
         if vectors.min() < dims:
             return _skipped(
@@ -803,33 +818,53 @@ def fit_layer_references(
                 f"d_o = {dims} vectors (vectors per object: {per_object}); raise "
                 "fit_clips_per_class or n_locations"
             )
+        # Data-parallel fits (sums over the ranks' rows), identical on every rank; an error
+        # comes from those sums, so every rank raises it alike.
         try:
             oracle = OracleSubspaces(n_subspaces=n_objects, subspace_dim=dims)
+            oracle.set_params(distributed=distributed)
             oracle.fit(alone.activations, y=y, context=alone.context)
         except ValueError as error:
             return _skipped(f"class {name!r}: the oracle cannot separate the objects: {error}")
         estimators["oracle_subspaces"][label] = oracle
         estimators["random_subspaces"][label] = RandomSubspaces(
-            n_subspaces=n_objects, subspace_dim=dims, random_state=seed
+            n_subspaces=n_objects, subspace_dim=dims, random_state=seed, distributed=distributed
         ).fit(mix.activations, context=mix.context)
         estimators["entangled_subspace"][label] = RandomSubspaces(
-            n_subspaces=1, subspace_dim=d, random_state=seed
+            n_subspaces=1, subspace_dim=d, random_state=seed, distributed=distributed
         ).fit(mix.activations, context=mix.context)
         description["classes"][name] = {
             "objects": object_names,
             "clips": n_clips,
             "vectors_per_object": per_object,
-            "mix_vectors": int(mix.n_vectors),
+            "mix_vectors": int(_summed(np.array([mix.n_vectors]))[0]),
         }
+    for per_class in estimators.values():
+        for estimator in per_class.values():
+            estimator.set_params(distributed=False)  # they work alone from here on
     return LayerReferences(estimators, description)
 
 
+def _summed(values: np.ndarray) -> np.ndarray:
+    """``values`` added up over the ranks (themselves on one process)."""
+    return np.sum(gather_parts(values), axis=0)
+
+
+def _objects_per_chunk(data: AudioData, chunks: Any) -> np.ndarray:
+    """``(n_chunks,)`` how many objects sound in each chunk's clip: the inputs
+    :func:`_alone_batches` makes of it."""
+    per_clip = np.array(
+        [len(data.present_objects(clip.path)) for clip in chunks.clips], dtype=np.int64
+    )
+    return per_clip[np.asarray(chunks.clip_of_item, dtype=np.int64)]
+
+
 def _rank(activations: np.ndarray) -> int:
-    """Dimensions ``(n, d)`` vectors span: singular values above 1e-6 of the largest (the
-    oracle's own tolerance; a dead ReLU channel gives exactly 0), from the ``d × d`` second
-    moment in float64, so that the tolerance does not grow with ``n``."""
+    """Dimensions ``(n, d)`` vectors (of all ranks) span: singular values above 1e-6 of the
+    largest (the oracle's own tolerance; a dead ReLU channel gives exactly 0), from the
+    ``d × d`` second moment in float64, so that the tolerance does not grow with ``n``."""
     values = activations.astype(np.float64)
-    eigenvalues = np.linalg.eigvalsh(values.T @ values)
+    eigenvalues = np.linalg.eigvalsh(_summed(values.T @ values))
     if eigenvalues.size == 0 or eigenvalues[-1] <= 0:
         return 0
     return int(np.sum(eigenvalues > _RANK_TOLERANCE**2 * eigenvalues[-1]))
@@ -843,19 +878,20 @@ def _skipped(reason: str) -> LayerReferences:
 def _alone_batches(
     data: AudioData,
     chunks: Any,
+    items: slice,
     object_names: Sequence[str],
     labels_out: list[np.ndarray],
     batch_size: int,
 ) -> Iterator[torch.Tensor]:
-    """Model inputs of every present object's source alone, for every chunk of ``chunks``
-    (an :class:`~audio_cnn.chunks.EvenChunkDataset`), in batches; each batch's object
-    indices are appended to ``labels_out`` as it is yielded."""
+    """Model inputs of every present object's source alone, for the chunks ``items`` of
+    ``chunks`` (an :class:`~audio_cnn.chunks.EvenChunkDataset`), in batches; each batch's
+    object indices are appended to ``labels_out`` as it is yielded."""
     model = data.model
     chunk_samples = int(model.frontend.chunk_samples)
     waves: list[np.ndarray] = []
     labels: list[int] = []
     clip, clip_index = None, -1
-    for item in range(len(chunks)):
+    for item in range(len(chunks))[items]:
         if int(chunks.clip_of_item[item]) != clip_index:
             clip_index = int(chunks.clip_of_item[item])
             clip = data.synthetic_clip(chunks.clips[clip_index].path)

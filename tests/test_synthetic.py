@@ -92,6 +92,8 @@ def test_clip_structure(seed: int, class_index: int, clip_index: int) -> None:
     np.testing.assert_allclose(clip.sources.sum(0) + clip.background, clip.waveform, atol=2e-6)
     assert np.max(np.abs(clip.waveform)) == pytest.approx(1.0, abs=1e-6)
     assert task.clip_id(class_index, clip_index) == clip.clip_id
+    # Which objects sound is known without synthesising the clip.
+    assert task.present_objects(class_index, clip_index) == clip.object_names
 
 
 def test_object_counts_follow_the_probabilities() -> None:
