@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from atomic_io import read_json, write_json_atomic
@@ -20,7 +22,7 @@ from audio_cnn.figures import plot_confusion_matrix
 from audio_cnn.inference import predict_chunks
 from audio_cnn.metrics import classification_metrics
 
-__all__ = ["evaluate", "score_clips"]
+__all__ = ["ClipPredictions", "evaluate", "predict_clips", "score_clips", "write_scores"]
 
 
 def evaluate(
@@ -152,6 +154,86 @@ def _evaluation_dir(root: Path, data_dir: Path, split: str, training_data: bool)
     return root / f"{name}-{digest}-{split}"
 
 
+@dataclass(frozen=True)
+class ClipPredictions:
+    """A classifier's chunk logits on some clips: what :func:`score_clips` scores.
+
+    Plain arrays, so that the predictions of several processes can be gathered and joined
+    (:meth:`concatenate`) before one of them scores all.
+
+    Attributes
+    ----------
+    logits : numpy.ndarray
+        ``(n_chunks, n_classes)`` float32 chunk logits.
+    labels : numpy.ndarray
+        ``(n_chunks,)`` int64 true class of each chunk.
+    clip_index : numpy.ndarray
+        ``(n_chunks,)`` int64 index of each chunk's clip among the clips kept.
+    n_clips : int
+        Clips kept (decodable and long enough).
+    skipped : dict
+        Path → reason of every clip left out.
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray
+    clip_index: np.ndarray
+    n_clips: int
+    skipped: dict[str, str]
+
+    @staticmethod
+    def concatenate(parts: Sequence[ClipPredictions]) -> ClipPredictions:
+        """The predictions of consecutive groups of clips, as one (clip indices shifted)."""
+        offsets = np.cumsum([0, *(part.n_clips for part in parts)])
+        return ClipPredictions(
+            np.concatenate([part.logits for part in parts]),
+            np.concatenate([part.labels for part in parts]),
+            np.concatenate(
+                [part.clip_index + offset for part, offset in zip(parts, offsets[:-1], strict=True)]
+            ),
+            int(offsets[-1]),
+            {path: reason for part in parts for path, reason in part.skipped.items()},
+        )
+
+
+def predict_clips(
+    model: torch.nn.Module,
+    logmel: Callable[[torch.Tensor], torch.Tensor],
+    clips: Sequence[ClipRecord],
+    cache: DecodedAudioCache,
+    *,
+    n_chunks: int = 8,
+    span_seconds: float = 29.0,
+    short_clips: str = "pad",
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> ClipPredictions:
+    """The chunk logits of a log-mel classifier on clips (arguments as for
+    :func:`score_clips`); clips the cache cannot decode are left out and listed."""
+    report = cache.prepare([clip.path for clip in clips], progress=progress)
+    kept = [clip for clip in clips if clip.path not in report.failed]
+    chunks = EvenChunkDataset(
+        kept,
+        cache,
+        logmel.chunk_samples,
+        n_chunks=n_chunks,
+        span_seconds=span_seconds,
+        sample_rate=logmel.sample_rate,
+        short=short_clips,
+    )
+    logits, labels, clip_index = predict_chunks(
+        model, logmel, chunks, batch_size=batch_size, device=device, progress=progress
+    )
+    return ClipPredictions(
+        np.asarray(logits),
+        np.asarray(labels),
+        np.asarray(clip_index),
+        len(kept),
+        {str(path): reason for path, reason in report.failed.items()},
+    )
+
+
 def score_clips(
     model: torch.nn.Module,
     logmel: Callable[[torch.Tensor], torch.Tensor],
@@ -201,22 +283,35 @@ def score_clips(
     ``clip`` sections of :func:`audio_cnn.metrics.classification_metrics`, the ``split`` and
     the unreadable files skipped.
     """
-    report = cache.prepare([clip.path for clip in clips], progress=progress)
-    kept = [clip for clip in clips if clip.path not in report.failed]
-    chunks = EvenChunkDataset(
-        kept,
+    predictions = predict_clips(
+        model,
+        logmel,
+        clips,
         cache,
-        logmel.chunk_samples,
         n_chunks=n_chunks,
         span_seconds=span_seconds,
-        sample_rate=logmel.sample_rate,
-        short=short_clips,
+        short_clips=short_clips,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
     )
-    logits, labels, clip_index = predict_chunks(
-        model, logmel, chunks, batch_size=batch_size, device=device, progress=progress
-    )
+    return write_scores(predictions, class_names, split=split, out_dir=out_dir, details=details)
+
+
+def write_scores(
+    predictions: ClipPredictions,
+    class_names: Sequence[str],
+    *,
+    split: str,
+    out_dir: str | os.PathLike[str],
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The metrics of :func:`score_clips` from predictions; written to ``out_dir``
+    (``metrics.json`` and the confusion matrices) and returned."""
     names = list(class_names)
-    metrics = classification_metrics(logits, labels, clip_index, names)
+    metrics = classification_metrics(
+        predictions.logits, predictions.labels, predictions.clip_index, names
+    )
     result = {
         "accuracy": metrics["clip"]["accuracy"],
         "balanced_accuracy": metrics["clip"]["balanced_accuracy"],
@@ -225,7 +320,7 @@ def score_clips(
         "split": split,
         **(details or {}),
         "class_names": names,
-        "skipped_files": {str(path): reason for path, reason in report.failed.items()},
+        "skipped_files": dict(predictions.skipped),
         **metrics,
     }
     out_dir = Path(out_dir)

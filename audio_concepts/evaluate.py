@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from atomic_io import write_json_atomic
-from audio_cnn.evaluate import score_clips
+from audio_cnn.evaluate import ClipPredictions, predict_clips, write_scores
 from audio_concepts import interventions as exact
 from audio_concepts.config import AnalysisConfig
 from audio_concepts.data import AudioData
@@ -127,10 +127,29 @@ def evaluate_explanations(
         "evaluate",
     )
     merged = _merge(parts)
+    # The accuracy on the whole split: each rank predicts its share of the split's clips.
+    split_clips = data.split_clips(config.eval_split)
+    split_part = share(len(split_clips), f"clips of the {config.eval_split} split")
+    predictions = ClipPredictions.concatenate(
+        gather_computed(
+            lambda: predict_clips(
+                model.network,
+                model.frontend,
+                split_clips[split_part],
+                data.cache,
+                n_chunks=model.eval_chunks,
+                span_seconds=model.eval_span_seconds,
+                short_clips=model.short_clips,
+                device=device,
+                progress=progress,
+            ),
+            "predicting the split's clips",
+        )
+    )
 
     def finish() -> dict[str, Any]:
         # Whole-split and whole-folder work: one process computes and writes it.
-        return _finish(data, workspace, state, explanations, subspaces, merged, progress)
+        return _finish(data, workspace, state, explanations, subspaces, merged, predictions)
 
     return on_rank0(finish, "evaluate")
 
@@ -259,25 +278,12 @@ def _finish(
     explanations: Explanations,
     subspaces: Subspaces,
     merged: dict[str, Any],
-    progress: bool,
+    predictions: ClipPredictions,
 ) -> dict[str, Any]:
     """Accuracy, task fitness, sanity checks and overlap; ``results.json`` and figures."""
     model, config = data.model, state.config
     folder = workspace.evaluation_dir
-    metrics = score_clips(
-        model.network,
-        model.frontend,
-        model.class_names,
-        data.split_clips(config.eval_split),
-        data.cache,
-        split=config.eval_split,
-        n_chunks=model.eval_chunks,
-        span_seconds=model.eval_span_seconds,
-        short_clips=model.short_clips,
-        out_dir=folder,
-        device=model.device,
-        progress=progress,
-    )
+    metrics = write_scores(predictions, model.class_names, split=config.eval_split, out_dir=folder)
     labels = explanations.inputs["labels"]
     methods = merged["methods"]
     results: dict[str, Any] = {"fit_id": state.fit_id, "labels": labels.tolist()}

@@ -327,6 +327,13 @@ def test_the_inputs_explained_in_two_shares_have_one_process_maps(single, sharde
 def test_the_inputs_scored_in_two_shares_have_one_process_results(single, sharded):
     ours, theirs = _results(sharded), _results(single)
     assert ours["accuracy"] == theirs["accuracy"]
+    # The split's clips were predicted in two shares too: the same confusion, chunk by chunk.
+    metrics = [
+        json.loads((f / "evaluation" / "metrics.json").read_text()) for f in (sharded, single)
+    ]
+    for level in ("clip", "chunk"):
+        assert metrics[0][level]["confusion_matrix"] == metrics[1][level]["confusion_matrix"]
+        assert metrics[0][level]["n"] == metrics[1][level]["n"] > 0
     assert ours["n_inputs"] == theirs["n_inputs"] == len(theirs["labels"])
     assert set(ours["methods"]) == {*METHODS, "standard"}
     assert "references" in theirs  # the toy data are synthetic: the references are scored
