@@ -380,3 +380,28 @@ def test_ascent_reads_the_device_only_at_its_checks(rng):
     # dead subspaces) and 7 at the end (copying the result out).
     assert reads[1] >= 2 * 48
     assert reads[8] <= 2 * 6 + 2 + 7
+
+
+@pytest.mark.parametrize("every", [1, 8])
+def test_a_leader_that_stopped_before_the_pruning_ends_the_ascent_there(monkeypatch, every):
+    """Restart 0 starts at a maximum and stops after the convergence window; the others are
+    still climbing when the restarts are pruned to the leader (restart 0), which ends the
+    ascent at that iteration, whichever the check interval."""
+    rng = np.random.default_rng(3)
+    activations, context, _ = planted_concepts(rng, n=1500, d=8, n_concepts=2, size=2)
+    problem = _problem(activations, context, (2, 2))
+    optimum = solve_riemannian(problem, np.random.default_rng(0), max_iter=400).basis
+    starts = np.stack([optimum, *haar_orthonormal(rng, 8, 4, 2)])
+    _checks_every(monkeypatch, every)
+    seen = []
+    result = solve_riemannian(
+        problem,
+        rng,
+        init=starts,
+        prune_after=14,
+        exchange=False,
+        callback=lambda iteration, best: seen.append(iteration),
+    )
+    assert result.n_iter == 14 and len(result.trace) == 15
+    assert seen == list(range(1, 15))
+    np.testing.assert_allclose(result.basis, optimum, atol=1e-9)

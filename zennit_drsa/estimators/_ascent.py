@@ -170,6 +170,10 @@ def ascend(
             best, best_bases, stopped_at = best[keep], best_bases[keep], stopped_at[keep]
             recent = [value[keep] for value in recent]
             history = [value[keep] for value in history]
+            # A leader that had already stopped ends the ascent here: the iterations so far
+            # were run for the others, and are counted.
+            if not bool(running.any()):
+                break
     winner = int(torch.argmax(best))
     return SolverResult(
         best_bases[winner].cpu().numpy(),
