@@ -6,7 +6,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from zennit_drsa.estimators import _ascent
-from zennit_drsa.estimators._linalg import haar_orthonormal
+from zennit_drsa.estimators._linalg import (
+    haar_orthonormal,
+    polar_newton_schulz,
+    symmetric_decorrelation,
+)
 from zennit_drsa.estimators.objective import RelevanceProblem, pool_relevance
 from zennit_drsa.estimators.solvers import solve_reference, solve_riemannian
 
@@ -316,15 +320,16 @@ def test_restarts_race_on_a_subsample_when_data_are_plentiful(rng):
 _HOST_READS = {"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy", "cpu"}
 
 
-class _HostReads(torch.overrides.TorchFunctionMode):
-    """Counts the host reads of tensors made inside the block."""
+class _Calls(torch.overrides.TorchFunctionMode):
+    """Counts the calls of the torch functions and tensor methods ``names`` in the block."""
 
-    def __init__(self):
+    def __init__(self, *names):
         super().__init__()
+        self.names = set(names)
         self.count = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.count += getattr(func, "__name__", "") in _HOST_READS
+        self.count += getattr(func, "__name__", "") in self.names
         return func(*args, **(kwargs or {}))
 
 
@@ -369,7 +374,7 @@ def test_ascent_reads_the_device_only_at_its_checks(rng):
     reads = {}
     # A negative tolerance never stops early: all 48 iterations run.
     for every in (1, 8):
-        with _HostReads() as counter:
+        with _Calls(*_HOST_READS) as counter:
             result = _ascent.ascend(
                 problem, start, rng, 48, -1.0, None, 0, _ascent.Reporter(None), every
             )
@@ -405,3 +410,69 @@ def test_a_leader_that_stopped_before_the_pruning_ends_the_ascent_there(monkeypa
     assert result.n_iter == 14 and len(result.trace) == 15
     assert seen == list(range(1, 15))
     np.testing.assert_allclose(result.basis, optimum, atol=1e-9)
+
+
+def _tangent_steps(rng, d=24, m=6, batch=3, rank=None):
+    """Orthonormal bases ``(B, d, m)`` and unit tangent directions at them (of rank
+    ``rank`` when given: a few large eigenvalues in the step's Gram matrix)."""
+    bases = torch.as_tensor(haar_orthonormal(rng, d, m, batch))
+    width = m if rank is None else rank
+    raw = torch.as_tensor(rng.standard_normal((batch, d, width)) @ rng.standard_normal((width, m)))
+    inner = bases.mT @ raw
+    tangent = raw - bases @ ((inner + inner.mT) / 2)
+    return bases, tangent / torch.linalg.matrix_norm(tangent)[:, None, None]
+
+
+@pytest.mark.parametrize("rank", [None, 1])
+@pytest.mark.parametrize("size", [0.0, 1e-6, 1e-2, 1.0, 30.0, 1e3])
+def test_newton_schulz_polar_factor_is_the_eigendecomposition_s(rng, rank, size):
+    bases, tangent = _tangent_steps(rng, rank=rank)
+    moved = bases + size * tangent
+    polar, defect = polar_newton_schulz(moved)
+    np.testing.assert_allclose(polar, symmetric_decorrelation(moved), atol=1e-10)
+    assert float(defect.max()) < 1e-9
+    identity = torch.eye(moved.shape[-1], dtype=torch.float64)
+    assert float((polar.mT @ polar - identity).abs().max()) < 1e-9
+
+
+def test_newton_schulz_says_when_its_steps_did_not_converge(rng):
+    """A step whose Gram matrix has condition number 1e10 is beyond 24 steps."""
+    bases, tangent = _tangent_steps(rng, rank=1)
+    _, defect = polar_newton_schulz(bases + 1e5 * tangent)
+    assert float(defect.min()) > 1e-3
+    _, defect = polar_newton_schulz(bases + 1e5 * tangent, steps=60)
+    assert float(defect.max()) < 1e-6
+
+
+@pytest.mark.parametrize("samples", [400, 5000])
+def test_the_accelerator_path_finds_what_the_cpu_path_finds(monkeypatch, samples):
+    """Newton–Schulz re-orthonormalisation and checks every 8 iterations (the path taken on
+    accelerators), forced on the CPU: the same solution as eigendecompositions checked
+    every iteration, up to rounding."""
+    rng = np.random.default_rng(11)
+    activations, context, blocks = planted_concepts(rng, n=samples, d=10, n_concepts=3, size=2)
+    problem = _problem(activations, context, (2, 2, 2))
+    cpu = solve_riemannian(problem, np.random.default_rng(0), n_restarts=3)
+    _checks_every(monkeypatch, 8)
+    monkeypatch.setattr(_ascent, "uses_newton_schulz", lambda device: True)
+    accelerator = solve_riemannian(problem, np.random.default_rng(0), n_restarts=3)
+    assert accelerator.objective == pytest.approx(cpu.objective, rel=1e-9)
+    # The same subspaces, possibly in another order (J does not depend on it).
+    found = [cpu.basis[:, block] for block in _blocks((2, 2, 2))]
+    assert matched_overlap(found, _projectors(accelerator.basis, (2, 2, 2))) > 1 - 1e-6
+    assert matched_overlap(blocks, _projectors(accelerator.basis, (2, 2, 2))) > 0.95
+
+
+def test_the_accelerator_path_needs_no_eigendecomposition(rng):
+    """torch.linalg.eigh makes the host wait for a CUDA device; the accelerator path never
+    calls it (the CPU path once per iteration)."""
+    a, c = _layer(rng, n=2000, d=40)
+    problem = _problem(a, c, (4, 4, 4), dtype=torch.float32)
+    start = torch.as_tensor(haar_orthonormal(rng, 40, 12, 2))
+    calls = {}
+    for newton_schulz in (False, True):
+        with _Calls("linalg_eigh") as counter:
+            result = _ascent.ascend(problem, start, rng, 24, -1.0, None, 0, None, 8, newton_schulz)
+        assert result.n_iter == 24
+        calls[newton_schulz] = counter.count
+    assert calls == {False: 24, True: 0}

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from zennit_drsa.estimators._linalg import symmetric_decorrelation
+from zennit_drsa.estimators._linalg import polar_newton_schulz, symmetric_decorrelation
 from zennit_drsa.estimators.objective import Evaluation, RelevanceProblem
 
-__all__ = ["Reporter", "SolverResult", "ascend", "check_interval"]
+__all__ = ["Reporter", "SolverResult", "ascend", "check_interval", "uses_newton_schulz"]
 
 # Nonmonotone acceptance: a step is kept if it beats the worst of this many recent objectives.
 _MEMORY = 5
@@ -27,6 +27,9 @@ _STEP_RANGE = (1e-8, 1e8)
 _MAX_REVIVALS = 20
 # Iterations between the host's looks at the state on accelerators (see check_interval).
 _CHECK_EVERY = 8
+# A trial re-orthonormalised by Newton–Schulz steps is rejected when its columns are further
+# from orthonormal than this (the steps did not converge; see polar_newton_schulz).
+_POLAR_DEFECT = 1e-8
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,14 @@ def check_interval(device: torch.device) -> int:
     return 1 if device.type == "cpu" else _CHECK_EVERY
 
 
+def uses_newton_schulz(device: torch.device) -> bool:
+    """Whether trials are re-orthonormalised by :func:`polar_newton_schulz` on ``device``:
+    on accelerators, where ``torch.linalg.eigh`` would make the host wait at every
+    iteration; on the CPU the eigendecomposition is the faster of the two (measured 2.3×
+    for 8 bases of 512 × 128 on 2 cores)."""
+    return device.type != "cpu"
+
+
 def ascend(
     problem: RelevanceProblem,
     bases: torch.Tensor,
@@ -99,6 +110,7 @@ def ascend(
     n_revived: int,
     report: Reporter | None = None,
     check_every: int | None = None,
+    newton_schulz: bool | None = None,
 ) -> SolverResult:
     """Batched Barzilai–Borwein ascent from ``bases`` ``(B, d, m)``; the best restart wins.
 
@@ -108,8 +120,15 @@ def ascend(
     and to report progress. Iterations run after every restart had stopped change nothing
     and are cut from the result, so the result is the one of checking every iteration
     unless a subspace died in between (it is then revived a few iterations later).
+
+    Trials are re-orthonormalised by the polar factor: computed with an eigendecomposition,
+    or with ``newton_schulz`` (default: :func:`uses_newton_schulz`) by matrix products
+    alone, the same up to rounding; a trial whose Newton–Schulz steps did not converge is
+    rejected like one that lowers the objective.
     """
     every = check_interval(problem.device) if check_every is None else int(check_every)
+    if newton_schulz is None:
+        newton_schulz = uses_newton_schulz(problem.device)
     evaluation, n_revived = _revive(problem, problem.evaluate(bases), rng, n_revived)
     bases, objective, scores = evaluation.bases, evaluation.objective, evaluation.scores
     gradient = _tangent(bases, problem.gradient(evaluation))
@@ -123,12 +142,16 @@ def ascend(
     reported = 0
     for iteration in range(1, max_iter + 1):
         decide = iteration % every == 0 or iteration in (max_iter, prune_after)
-        # A tangent step U + tG has Gram matrix I + t²GᵀG ⪰ I: never rank-deficient, so
-        # the decorrelation needs no check (which would read the device every iteration).
-        trial = problem.evaluate(
-            symmetric_decorrelation(bases + step[:, None, None] * gradient, check=False)
-        )
-        accept = (trial.objective > torch.stack(recent).amin(dim=0)) & running
+        moved = bases + step[:, None, None] * gradient
+        if newton_schulz:
+            moved, defect = polar_newton_schulz(moved)
+            eligible = running & (defect < _POLAR_DEFECT)
+        else:
+            # A tangent step U + tG has Gram matrix I + t²GᵀG ⪰ I: never rank-deficient,
+            # so the decorrelation needs no check (which would read the device).
+            moved, eligible = symmetric_decorrelation(moved, check=False), running
+        trial = problem.evaluate(moved)
+        accept = (trial.objective > torch.stack(recent).amin(dim=0)) & eligible
         trial_gradient = _tangent(trial.bases, problem.gradient(trial))
         step = torch.where(
             accept,

@@ -12,9 +12,17 @@ import torch
 __all__ = [
     "haar_orthonormal",
     "orthonormality_error",
+    "polar_newton_schulz",
     "symmetric_decorrelation",
     "top_eigenvectors",
 ]
+
+# Coupled Newton–Schulz steps of polar_newton_schulz. Each step multiplies the smallest
+# eigenvalue of the scaled Gram matrix by about 2.25 until it nears 1, then converges
+# quadratically: 24 steps reach float64 rounding for condition numbers up to about 5e6. On
+# the solver benchmark's data 99.9 % of the trial steps had Gram matrices below 5e3 and the
+# largest 1.4e4.
+_NEWTON_SCHULZ_STEPS = 24
 
 
 def haar_orthonormal(rng: np.random.Generator, d: int, m: int, batch: int = 1) -> np.ndarray:
@@ -69,6 +77,49 @@ def symmetric_decorrelation(basis: torch.Tensor, *, check: bool = True) -> torch
         )
     inverse_root = (eigenvectors * eigenvalues.rsqrt().unsqueeze(-2)) @ eigenvectors.mT
     return basis @ inverse_root
+
+
+def polar_newton_schulz(
+    basis: torch.Tensor, steps: int = _NEWTON_SCHULZ_STEPS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``U (UᵀU)^(-1/2)`` like :func:`symmetric_decorrelation`, by matrix products alone.
+
+    ``torch.linalg.eigh`` makes the host wait for a CUDA device at every call; this
+    computes ``(UᵀU)^(-1/2)`` by a fixed number of coupled Newton–Schulz steps instead
+    (``T = (3I − ZY)/2``, ``Y ← YT``, ``Z ← TZ`` from ``Y = UᵀU / c``, ``Z = I``), so a
+    loop of such calls never waits. ``c = 1 + ‖UᵀU − I‖_F`` bounds the largest eigenvalue.
+    Meant for ``U = V + tG`` with ``V`` orthonormal and ``G`` tangent at ``V``, whose Gram
+    matrix ``I + t²GᵀG`` has all eigenvalues ≥ 1; the steps do not converge when ``UᵀU`` is
+    (nearly) singular or too ill-conditioned, which ``defect`` shows.
+
+    Parameters
+    ----------
+    basis : torch.Tensor
+        ``(B, d, m)`` columns.
+    steps : int
+        Newton–Schulz steps.
+
+    Returns
+    -------
+    polar : torch.Tensor
+        ``(B, d, m)`` float64, orthonormal columns where the steps converged.
+    defect : torch.Tensor
+        ``(B,)`` float64 largest entry of ``|QᵀQ − I|`` for the result ``Q`` (rounding,
+        about 1e-14, once converged; NaN or large otherwise).
+    """
+    basis = basis.to(torch.float64)
+    gram = basis.mT @ basis
+    identity = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    scale = 1.0 + torch.linalg.matrix_norm(gram - identity)
+    root = gram / scale[:, None, None]
+    inverse_root = identity.expand_as(gram)
+    for _ in range(steps):
+        update = 1.5 * identity - 0.5 * (inverse_root @ root)
+        root, inverse_root = root @ update, update @ inverse_root
+    inverse_root = inverse_root / scale.sqrt()[:, None, None]
+    # QᵀQ = Z (UᵀU) Z with Z = (UᵀU)^(-1/2): m × m products only.
+    defect = (inverse_root @ gram @ inverse_root - identity).abs().amax(dim=(-2, -1))
+    return basis @ inverse_root, defect
 
 
 def top_eigenvectors(matrix: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
