@@ -712,6 +712,10 @@ def fit_layer_references(
     ``d // K_o`` would have to share directions that no object uses, which the oracle
     refuses. The same ``d_o`` serves every class.
 
+    Under torchrun this is a collective call: each rank collects the pairs of a contiguous
+    share of every class's chunks (with the location draws of their positions in the whole)
+    and the references fit data-parallel, so every rank gets one process's references.
+
     Parameters
     ----------
     data:

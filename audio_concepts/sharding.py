@@ -9,8 +9,10 @@ rank and splits its work by input:
   samples are all-reduced) and end identical on every rank;
 * **explain**: each rank explains its share of the evaluation chunks; the maps are gathered
   in rank order, so they equal one process's;
-* **evaluate**: each rank scores its share of the inputs for every decomposition; the
-  per-input values are gathered in rank order;
+* **evaluate**: the layer references fit like the estimators (collection shared, fits
+  data-parallel); each rank scores its share of the inputs for every decomposition and
+  predicts its share of the evaluation split's clips (accuracy); both are gathered in rank
+  order;
 * rank 0 alone holds the folder's lock and writes files (estimators, explanations,
   results, the one report); the others compute and wait.
 
