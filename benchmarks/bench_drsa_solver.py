@@ -10,9 +10,12 @@ as they are reported keeps the figure exact on accelerators, where the solver re
 progress only every few iterations.
 
 A second table times one iteration of the default solver at a large size (by default
-n = 200,000 samples, d = 512, one restart, no stopping) against the matrix products the
-iteration needs alone (the projection of the stacked data on the basis and the gradient's
-product back), with the same shapes, dtype and device.
+n = 200,000 samples, d = 512, one restart, no stopping) both ways it can run (polar factor
+by eigendecomposition with checks every iteration, the CPU's default; by Newton–Schulz
+steps with checks every 8 iterations, the accelerators' default) against the matrix
+products the iteration needs alone (the projection of the stacked data on the basis and the
+gradient's product back), with the same shapes, dtype and device; on CUDA it also counts
+the host synchronisations per iteration.
 
 Example::
 
@@ -66,7 +69,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from zennit_drsa.estimators._ascent import Reporter, ascend  # noqa: E402
+from zennit_drsa.estimators._ascent import (  # noqa: E402
+    Reporter,
+    ascend,
+    check_interval,
+    uses_newton_schulz,
+)
 from zennit_drsa.estimators._linalg import haar_orthonormal  # noqa: E402
 from zennit_drsa.estimators._validation import resolve_device, resolve_dtype  # noqa: E402
 from zennit_drsa.estimators.objective import RelevanceProblem  # noqa: E402
@@ -177,8 +185,15 @@ def run(d: int, args: argparse.Namespace, device: torch.device) -> list[str]:
     return rows
 
 
+# The iteration's two ways: (name, re-orthonormalise by Newton–Schulz, check interval).
+PATHS = (
+    ("eigendecomposition, checks every iteration", False, 1),
+    ("Newton–Schulz, checks every 8 iterations", True, 8),
+)
+
+
 def iteration_cost(args: argparse.Namespace, device: torch.device) -> list[str]:
-    """Time one iteration of the default solver against its matrix products alone."""
+    """Time one iteration of the default solver, both ways, against its matrix products."""
     n, d, iterations = args.iteration_samples, args.iteration_dim, args.iterations
     problem = _problem(d, n, args, device)
     width = args.subspaces * args.subspace_dim
@@ -186,17 +201,6 @@ def iteration_cost(args: argparse.Namespace, device: torch.device) -> list[str]:
         haar_orthonormal(np.random.default_rng(args.seed), d, width), device=device
     )
     rng = np.random.default_rng(args.seed + 3)
-
-    def ascent(steps: int):
-        # A negative tolerance never stops: every iteration runs.
-        return ascend(problem, start, rng, steps, -1.0, None, 0, Reporter(None))
-
-    ascent(2)  # warm-up: allocator, kernels, BLAS threads
-    _, seconds_one = _timed(device, lambda: ascent(1))
-    result, seconds = _timed(device, lambda: ascent(1 + iterations))
-    assert result.n_iter == 1 + iterations
-    per_iteration = (seconds - seconds_one) / iterations
-
     data = torch.cat([problem.project(torch.eye(d, device=device, dtype=torch.float64))[0]] * 2)
     basis = start[0].to(data.dtype)
     cotangent = torch.empty(len(data), width, dtype=data.dtype, device=device).normal_()
@@ -210,22 +214,36 @@ def iteration_cost(args: argparse.Namespace, device: torch.device) -> list[str]:
     _, product_seconds = _timed(device, products)
     per_product = product_seconds / iterations
     rows = [
-        f"n={n} d={d} m={width} {args.dtype}: one iteration {per_iteration * 1e3:.1f} ms, "
-        f"its matrix products alone {per_product * 1e3:.1f} ms, "
-        f"ratio {per_iteration / per_product:.2f}x "
-        f"(iterations {iterations}; the iteration's own time is the difference of runs of "
-        f"1 and {1 + iterations} iterations, so its set-up is not counted)"
+        f"n={n} d={d} m={width} {args.dtype}, {iterations} iterations timed (the difference "
+        f"of runs of 1 and {1 + iterations}, so set-up is not counted); the iteration's "
+        f"matrix products alone: {per_product * 1e3:.1f} ms"
     ]
+    default = (uses_newton_schulz(device), check_interval(device))
+    for name, newton_schulz, every in PATHS:
+
+        def ascent(steps: int, every: int = every, newton_schulz: bool = newton_schulz):
+            # A negative tolerance never stops: every iteration runs.
+            return ascend(
+                problem, start, rng, steps, -1.0, None, 0, Reporter(None), every, newton_schulz
+            )
+
+        ascent(2)  # warm-up: allocator, kernels, BLAS threads
+        _, seconds_one = _timed(device, lambda: ascent(1))
+        result, seconds = _timed(device, lambda: ascent(1 + iterations))
+        assert result.n_iter == 1 + iterations
+        per_iteration = (seconds - seconds_one) / iterations
+        mark = " (the default here)" if (newton_schulz, every) == default else ""
+        row = (
+            f"{name}{mark}: one iteration {per_iteration * 1e3:.1f} ms, "
+            f"{per_iteration / per_product:.2f}x its matrix products"
+        )
+        if device.type == "cuda":
+            one = _synchronisations(lambda: ascent(1))
+            many = _synchronisations(lambda: ascent(1 + iterations))
+            row += f"; host synchronisations per iteration {(many - one) / iterations:.2f}"
+        rows.append(row)
     if device.type == "cuda":
-        one, many = (
-            _synchronisations(lambda: ascent(1)),
-            _synchronisations(lambda: ascent(1 + iterations)),
-        )
-        rows.append(
-            f"host synchronisations per iteration: {(many - one) / iterations:.2f} "
-            f"(counted by torch.cuda.set_sync_debug_mode; {one} in a 1-iteration run, "
-            "set-up and result included)"
-        )
+        rows.append("synchronisations counted by torch.cuda.set_sync_debug_mode('warn')")
     return rows
 
 
