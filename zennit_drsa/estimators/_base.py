@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -429,6 +430,22 @@ class SubspaceEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+class ShapeOnlyEstimator(SubspaceEstimator):
+    """A subspace estimator whose only parameters are its shape and ``distributed``: the
+    closed-form ones (PRCA, PCA blocks, the oracle), which need no seed or solver settings."""
+
+    def __init__(
+        self,
+        n_subspaces: int = 4,
+        subspace_dim: int | Sequence[int] | None = None,
+        *,
+        distributed: bool = False,
+    ) -> None:
+        self.n_subspaces = n_subspaces
+        self.subspace_dim = subspace_dim
+        self.distributed = distributed
 
 
 def generator(random_state: Any, partition: Partition | None = None) -> np.random.Generator:

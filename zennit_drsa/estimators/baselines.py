@@ -7,7 +7,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from zennit_drsa.estimators._base import FittedBasis, SubspaceEstimator, TrainingData, generator
+from zennit_drsa.estimators._base import (
+    FittedBasis,
+    ShapeOnlyEstimator,
+    SubspaceEstimator,
+    TrainingData,
+    generator,
+)
 from zennit_drsa.estimators._linalg import haar_orthonormal, top_eigenvectors
 from zennit_drsa.estimators.drsa import PooledSubspaceEstimator
 
@@ -65,7 +71,7 @@ class DSA(PooledSubspaceEstimator):
         self.distributed = distributed
 
 
-class PCASubspaces(SubspaceEstimator):
+class PCASubspaces(ShapeOnlyEstimator):
     """Top eigenvectors of the uncentred second moment ``AᵀA / n``, grouped into blocks.
 
     Parameters
@@ -83,17 +89,6 @@ class PCASubspaces(SubspaceEstimator):
     See :class:`~zennit_drsa.estimators.SubspaceEstimator`; ``objective_`` is the DRSA
     objective (``p = 2``, ``q = 1/2``) on the normalised data, with context if given.
     """
-
-    def __init__(
-        self,
-        n_subspaces: int = 4,
-        subspace_dim: int | Sequence[int] | None = None,
-        *,
-        distributed: bool = False,
-    ) -> None:
-        self.n_subspaces = n_subspaces
-        self.subspace_dim = subspace_dim
-        self.distributed = distributed
 
     def _fit_basis(self, data: TrainingData) -> FittedBasis:
         activations = data.activations

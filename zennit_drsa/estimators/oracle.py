@@ -9,7 +9,6 @@ oracle a measure should rank ahead of random subspaces.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,11 @@ import numpy as np
 import torch
 
 from zennit_drsa._distributed import agreement, check_distributed, world
-from zennit_drsa.estimators._base import FittedBasis, SubspaceEstimator, TrainingData
+from zennit_drsa.estimators._base import (
+    FittedBasis,
+    ShapeOnlyEstimator,
+    TrainingData,
+)
 from zennit_drsa.estimators._linalg import top_eigenvectors
 from zennit_drsa.estimators._validation import to_host
 
@@ -50,7 +53,7 @@ class _Labels:
     blocks: list[np.ndarray] = field(default_factory=list)
 
 
-class OracleSubspaces(SubspaceEstimator):
+class OracleSubspaces(ShapeOnlyEstimator):
     """One subspace per labelled concept: a reference of known quality.
 
     For each group ``k`` of rows (one concept, e.g. the activations of one sound object
@@ -93,17 +96,6 @@ class OracleSubspaces(SubspaceEstimator):
     Groups that share a direction (e.g. identical activations under two labels) cannot be
     given separate subspaces and are refused.
     """
-
-    def __init__(
-        self,
-        n_subspaces: int = 4,
-        subspace_dim: int | Sequence[int] | None = None,
-        *,
-        distributed: bool = False,
-    ) -> None:
-        self.n_subspaces = n_subspaces
-        self.subspace_dim = subspace_dim
-        self.distributed = distributed
 
     def fit(self, X: Any, y: Any = None, *, context: Any = None) -> OracleSubspaces:
         """Find one subspace per group of rows.

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
-from zennit_drsa.estimators._base import FittedBasis, SubspaceEstimator, TrainingData
+from zennit_drsa.estimators._base import FittedBasis, ShapeOnlyEstimator, TrainingData
 from zennit_drsa.estimators._linalg import top_eigenvectors
 
 __all__ = ["PRCA"]
 
 
-class PRCA(SubspaceEstimator):
+class PRCA(ShapeOnlyEstimator):
     """Subspaces from the top eigenvectors of the symmetrised cross-covariance
     ``(AᵀC + CᵀA) / n``, grouped into consecutive blocks of ``d_k``.
 
@@ -37,17 +36,6 @@ class PRCA(SubspaceEstimator):
     """
 
     _needs_context: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        n_subspaces: int = 4,
-        subspace_dim: int | Sequence[int] | None = None,
-        *,
-        distributed: bool = False,
-    ) -> None:
-        self.n_subspaces = n_subspaces
-        self.subspace_dim = subspace_dim
-        self.distributed = distributed
 
     def _fit_basis(self, data: TrainingData) -> FittedBasis:
         activations = data.activations
